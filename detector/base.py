@@ -1,0 +1,170 @@
+"""The one scoring contract every detector family follows.
+
+Higher raw scores mean more anomalous; raw scores are finite and non-negative; rows that cannot be
+scored yet (warm-up, missing values) score 0. ``fit`` learns the model from a training frame and the
+streaming state at the end of it; ``score`` continues from that state without changing it, and
+``update`` continues from it and keeps the new state, so ``score(A + B)`` equals ``update(A)``
+followed by ``update(B)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DIRECTIONS",
+    "BaseDetector",
+    "Directions",
+    "NotFittedError",
+    "ParamsMixin",
+    "apply_direction",
+    "check_choice",
+    "check_directions",
+    "check_frame",
+    "check_range",
+    "direction_for",
+]
+
+DIRECTIONS = ("up", "down", "both")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a detector is used before ``fit``."""
+
+
+def check_range(name: str, value: float, low: float, high: float, *, closed: str = "both") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is in range (ends per ``closed``)."""
+    lo_ok = value >= low if closed in ("both", "left") else value > low
+    hi_ok = value <= high if closed in ("both", "right") else value < high
+    if not (np.isfinite(value) and lo_ok and hi_ok):
+        lb = "[" if closed in ("both", "left") else "("
+        rb = "]" if closed in ("both", "right") else ")"
+        raise ValueError(f"{name}={value!r} is out of range; allowed {lb}{low}, {high}{rb}")
+
+
+def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate a time-indexed frame of float signals and return it as float64, sorted by time."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise TypeError("the frame must have a DatetimeIndex (one row per timestamp)")
+    if frame.shape[1] == 0:
+        raise ValueError("the frame has no signal columns")
+    out = frame.astype("float64")
+    if not out.index.is_monotonic_increasing:
+        out = out.sort_index(kind="stable")
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+Directions = str | dict[str, str]
+
+
+def direction_for(directions: Directions, signal: str) -> str:
+    """The direction configured for ``signal``: one for all, or a mapping (default ``"both"``)."""
+    if isinstance(directions, dict):
+        return directions.get(signal, "both")
+    return directions
+
+
+def check_directions(directions: Directions) -> None:
+    """Raise ``ValueError`` naming any direction that is not up, down or both."""
+    values = directions.values() if isinstance(directions, dict) else [directions]
+    for direction in values:
+        check_choice("directions", direction, DIRECTIONS)
+
+
+def apply_direction(z: np.ndarray, direction: str) -> np.ndarray:
+    """Turn signed deviations into non-negative scores for an alert direction.
+
+    >>> apply_direction(np.array([-2.0, 0.5, 3.0]), "up").tolist()
+    [0.0, 0.5, 3.0]
+    """
+    if direction == "up":
+        out = np.maximum(z, 0.0)
+    elif direction == "down":
+        out = np.maximum(-z, 0.0)
+    else:
+        out = np.abs(z)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0)
+
+
+class ParamsMixin:
+    """scikit-learn-style hyper-parameters: keyword arguments of ``__init__``, stored unchanged."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyper-parameters as given to ``__init__``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set hyper-parameters; unknown names are an error."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"unknown parameter {name!r}; valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class BaseDetector(ParamsMixin, ABC):
+    """A detector family: learned state in attributes ending in ``_``, set only by ``fit``."""
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "state_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
+
+    @abstractmethod
+    def _validate_params(self) -> None:
+        """Check hyper-parameters; called at the start of ``fit``."""
+
+    @abstractmethod
+    def _fit_model(self, frame: pd.DataFrame) -> Any:
+        """Learn the model's attributes from ``frame``; return the streaming state at its start."""
+
+    @abstractmethod
+    def _run(self, frame: pd.DataFrame, state: Any) -> tuple[pd.DataFrame, Any]:
+        """Score ``frame`` from ``state``; return raw scores and the state after the last row."""
+
+    def fit(self, frame: pd.DataFrame) -> Self:
+        """Fit on a training frame; its own scores are kept in ``train_scores_`` for calibration."""
+        self._validate_params()
+        frame = check_frame(frame)
+        initial = self._fit_model(frame)
+        self.train_scores_, self.state_ = self._run_training(frame, initial)
+        return self
+
+    def _run_training(self, frame: pd.DataFrame, state: Any) -> tuple[pd.DataFrame, Any]:
+        """Score the training frame itself; a family may keep more of it here."""
+        return self._run(frame, state)
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Raw scores of rows that follow the training data; the detector is not changed."""
+        self._check_fitted()
+        out, _ = self._run(check_frame(frame), copy.deepcopy(self.state_))
+        return out
+
+    def update(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Raw scores of new rows, keeping the streaming state for the next call."""
+        self._check_fitted()
+        out, self.state_ = self._run(check_frame(frame), self.state_)
+        return out

@@ -1,0 +1,1 @@
+"""Evaluation of anomaly detectors against labelled benchmarks."""

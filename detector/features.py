@@ -1,0 +1,58 @@
+"""Causal window statistics over standardised residuals, with the tail kept for streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Window", "residual_features", "window_mean"]
+
+
+class Window:
+    """The last ``size - 1`` rows seen, so window statistics continue across calls."""
+
+    def __init__(self, n_columns: int, size: int) -> None:
+        self.size = size
+        self.tail = np.zeros((0, n_columns))
+
+    def extend(self, values: np.ndarray) -> np.ndarray:
+        """History rows followed by ``values``; remembers the new tail."""
+        full = np.vstack([self.tail, values])
+        self.tail = full[max(full.shape[0] - (self.size - 1), 0) :]
+        return full
+
+
+def window_mean(values: np.ndarray, window: Window) -> np.ndarray:
+    """Causal mean of the last ``window.size`` rows ending at each new row (NaN rows skipped).
+
+    >>> w = Window(1, 2)
+    >>> window_mean(np.array([[1.0], [3.0], [np.nan]]), w).ravel().tolist()
+    [1.0, 2.0, 3.0]
+    """
+    n_new = values.shape[0]
+    full = window.extend(values)
+    present = np.isfinite(full)
+    zero = np.zeros((1, full.shape[1]))
+    csum = np.vstack([zero, np.cumsum(np.where(present, full, 0.0), axis=0)])
+    ccount = np.vstack([zero, np.cumsum(present, axis=0)])
+    end = np.arange(full.shape[0] - n_new, full.shape[0]) + 1
+    start = np.maximum(end - window.size, 0)
+    total, count = csum[end] - csum[start], ccount[end] - ccount[start]
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def residual_features(z: pd.DataFrame, window: Window) -> pd.DataFrame:
+    """Joint feature vector per row: each signal's residual, its recent mean, and the jump between.
+
+    The recent mean catches shifts too small for any single point; the jump catches spikes on top
+    of an already shifted level.
+    """
+    values = z.to_numpy()
+    mean = window_mean(values, window)
+    now = np.nan_to_num(values, nan=0.0)
+    cols: dict[str, np.ndarray] = {}
+    for j, name in enumerate(z.columns):
+        cols[f"{name}:z"] = now[:, j]
+        cols[f"{name}:mean"] = mean[:, j]
+        cols[f"{name}:jump"] = now[:, j] - mean[:, j]
+    return pd.DataFrame(cols, index=z.index)

@@ -1,0 +1,1 @@
+"""Detector families, one per module."""

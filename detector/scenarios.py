@@ -1,0 +1,409 @@
+"""Labelled incident scenarios of an LLM inference server, as Prometheus would record them.
+
+Each scenario is a multi-signal frame of recording-rule outputs (P95/P99 latency, TTFT, request
+rate, error ratios, GPU memory, tokens per request) at a fixed step, with daily and weekly
+seasonality, counting noise and scrape gaps, plus up to three injected incidents whose intervals are
+the labels. Incidents start only after day 4 so that detectors have history to learn from.
+Everything is drawn from ``numpy.random.default_rng`` seeded by the seed and the scenario name, so a
+seed reproduces a scenario exactly; the underlying traffic profile depends on the seed alone.
+
+Examples
+--------
+>>> sc = generate("error_burst", seed=1)
+>>> list(sc.frame.columns) == list(SIGNAL_DIRECTIONS)
+True
+>>> all(sc.frame.index[0] + pd.Timedelta(days=4) <= start < end for start, end in sc.windows)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["SCENARIO_NAMES", "SIGNAL_DIRECTIONS", "Scenario", "generate", "write_scenarios"]
+
+SIGNAL_DIRECTIONS: dict[str, str] = {
+    "latency_p95_seconds": "up",
+    "latency_p99_seconds": "up",
+    "ttft_p95_seconds": "up",
+    "requests_per_second": "both",
+    "error_ratio": "up",
+    "json_error_ratio": "up",
+    "gpu_memory_used_mb": "up",
+    "tokens_per_request": "up",
+}
+
+_MIN, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
+_HISTORY_DAYS = 4.0
+# Incidents are kept apart so that each one's grace period and a detector's recovery stay separate.
+_INCIDENT_GAP_S = 6 * _HOUR
+_NIGHT_RPS, _DAY_RPS = 3.0, 17.5
+_WEEKEND_DAY, _WEEKEND_NIGHT = 0.45, 0.85
+# Request rate at which queueing roughly doubles latency; weekday peaks sit near 45 % of it.
+_CAPACITY_RPS = 40.0
+_JSON_SHARE = 0.3
+_ERROR_P, _JSON_ERROR_P = 0.002, 0.01
+_GPU_PLATEAU_MB = 17_800.0
+# Output lengths are skewed, with a spread of the order of their mean.
+_MEAN_TOKENS, _SD_TOKENS = 180.0, 140.0
+_NAB_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+# What each scenario does: the one place that lists the scenarios.
+_ABOUT = {
+    "latency_regression": "every latency signal x1.4-2 (a slow deploy), traffic unchanged",
+    "memory_leak": "GPU memory grows linearly by 1-3 GB, then drops back when the server restarts",
+    "traffic_surge": "request rate multiplied by 2-3, latency rising with the load",
+    "traffic_drop": "request rate down to 10-40 % of normal",
+    "error_burst": "error ratio jumps to 3-20 %",
+    "json_error_burst": "invalid JSON for 10-40 % of the requests that ask for JSON",
+    "generation_loops": "tokens per request x2-4 (runaway generations), latency with them",
+    "slow_drift": "latency rises gradually by 50-100 % over 6-12 hours and stays until reverted",
+    "contextual": "traffic normal for another time of day (day-level at night, night-level by day)",
+    "quiet_week": "no incident",
+}
+
+SCENARIO_NAMES: tuple[str, ...] = tuple(_ABOUT)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One generated scenario.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`SCENARIO_NAMES`.
+    frame : pandas.DataFrame
+        One float column per signal of :data:`SIGNAL_DIRECTIONS`, indexed by a tz-naive UTC
+        ``DatetimeIndex`` named ``timestamp``; scrape gaps are missing rows.
+    windows : list of (pandas.Timestamp, pandas.Timestamp)
+        Labelled incident intervals, both ends inclusive, in time order.
+    description : str
+        What happens in the scenario, with each incident's time and size.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    windows: list[tuple[pd.Timestamp, pd.Timestamp]]
+    description: str
+
+
+@dataclass
+class _Grid:
+    index: pd.DatetimeIndex
+    t: np.ndarray  # seconds since the first row
+    hour: np.ndarray  # wall-clock hour of day, fractional
+    day: np.ndarray  # calendar day number, counted from the first row's day
+    weekend: np.ndarray
+    step_s: float
+
+
+@dataclass
+class _Drivers:
+    """Latent state per row that incidents modify before observation noise is drawn."""
+
+    rate: np.ndarray  # expected requests per second
+    latency: np.ndarray  # multiplier on every latency signal
+    tokens: np.ndarray  # multiplier on output tokens per request
+    error_p: np.ndarray
+    json_error_p: np.ndarray
+    memory_mb: np.ndarray  # added to the GPU memory plateau
+    restarts: list[int] = field(default_factory=list)  # rows where a restart's scrape gap begins
+
+
+# An incident list: (first row, last row, size as text).
+_Incidents = list[tuple[int, int, str]]
+
+
+def _smooth_noise(t: np.ndarray, rng: np.random.Generator, knot_s: float) -> np.ndarray:
+    """Unit-scale noise that wanders slowly: independent normals at knots, linearly interpolated."""
+    knots = np.arange(0.0, t[-1] + 2 * knot_s, knot_s)
+    return np.interp(t, knots, rng.standard_normal(knots.size))
+
+
+def _base_drivers(g: _Grid, rng: np.random.Generator) -> _Drivers:
+    # Office hours with soft edges (a product of two logistic steps) and a small lunch dip.
+    office = 1.0 / ((1.0 + np.exp((8.0 - g.hour) / 0.9)) * (1.0 + np.exp((g.hour - 19.5) / 1.3)))
+    lunch = 1.0 - 0.12 * np.exp(-0.5 * ((g.hour - 12.75) / 0.6) ** 2)
+    day_level = np.where(g.weekend, _WEEKEND_DAY * _DAY_RPS, _DAY_RPS)
+    night = np.where(g.weekend, _WEEKEND_NIGHT * _NIGHT_RPS, _NIGHT_RPS)
+    rate = night + (day_level - night) * office * lunch
+    # Real traffic never draws the same curve twice: a level per day and a slow wander within it.
+    rate *= np.exp(rng.normal(0.0, 0.06, g.day[-1] + 1))[g.day]
+    rate *= np.exp(0.08 * _smooth_noise(g.t, rng, _HOUR))
+    ones = np.ones_like(rate)
+    return _Drivers(rate, ones.copy(), ones.copy(), ones * _ERROR_P, ones * _JSON_ERROR_P, 0 * ones)
+
+
+def _place(
+    g: _Grid, rng: np.random.Generator, durations_s: np.ndarray, tail_s: float = _HOUR
+) -> list[tuple[int, int]]:
+    """Random, time-ordered, separated incident rows after the history period."""
+    lo, hi = _HISTORY_DAYS * _DAY, g.t[-1] - tail_s
+    dur = np.asarray(durations_s, dtype=float)
+    while dur.size and hi - lo - dur.sum() - _INCIDENT_GAP_S * (dur.size - 1) < 0:
+        dur = dur[:-1]
+    if not dur.size:
+        raise ValueError("series too short: incidents start after day 4 and need room to end")
+    free = hi - lo - dur.sum() - _INCIDENT_GAP_S * (dur.size - 1)
+    before = np.concatenate(([0.0], np.cumsum(dur[:-1] + _INCIDENT_GAP_S)))
+    starts = lo + np.sort(rng.uniform(0.0, free, dur.size)) + before
+    first = np.ceil(starts / g.step_s).astype(int)
+    last = np.floor((starts + dur) / g.step_s).astype(int)
+    return list(zip(first.tolist(), last.tolist(), strict=True))
+
+
+# Incidents holding one driver at a new level: driver, duration range (min), size range, how, label.
+_STEP_INCIDENTS: dict[str, tuple[str, tuple[float, float], tuple[float, float], str, str]] = {
+    "latency_regression": ("latency", (20, 180), (1.4, 2.0), "mul", "latency x{:.2f}"),
+    "traffic_surge": ("rate", (10, 120), (2.0, 3.0), "mul", "requests per second x{:.2f}"),
+    "traffic_drop": ("rate", (10, 90), (0.1, 0.4), "mul", "requests per second to {:.0%}"),
+    "error_burst": ("error_p", (10, 60), (0.03, 0.20), "set", "error ratio {:.1%}"),
+    "json_error_burst": ("json_error_p", (10, 120), (0.10, 0.40), "set", "JSON error ratio {:.1%}"),
+    "generation_loops": ("tokens", (20, 180), (2.0, 4.0), "mul", "tokens per request x{:.2f}"),
+}
+
+
+def _step_incidents(name: str, g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
+    driver, (lo_min, hi_min), (lo, hi), how, label = _STEP_INCIDENTS[name]
+    k = int(rng.integers(1, 4))
+    spans = _place(g, rng, rng.uniform(lo_min * _MIN, hi_min * _MIN, k))
+    sizes = rng.uniform(lo, hi, len(spans))
+    values = getattr(d, driver)
+    for (i0, i1), size in zip(spans, sizes, strict=True):
+        values[i0 : i1 + 1] = size * (values[i0 : i1 + 1] if how == "mul" else 1.0)
+    return [(i0, i1, label.format(s)) for (i0, i1), s in zip(spans, sizes, strict=True)]
+
+
+def _memory_leak(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
+    k = int(rng.integers(1, 4))
+    spans = _place(g, rng, rng.uniform(30 * _MIN, 120 * _MIN, k))
+    out: _Incidents = []
+    for (i0, i1), mb in zip(spans, rng.uniform(1_000.0, 3_000.0, len(spans)), strict=True):
+        d.memory_mb[i0 : i1 + 1] = np.linspace(mb / (i1 - i0 + 1), mb, i1 - i0 + 1)
+        # The restart frees the leak; the server is not scraped while it reloads the model.
+        d.restarts.append(i1 + 1)
+        out.append((i0, i1, f"GPU memory +{mb:,.0f} MB"))
+    return out
+
+
+def _slow_drift(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
+    k = int(rng.integers(1, 3))
+    ramps = rng.uniform(6 * _HOUR, 12 * _HOUR, k)
+    holds = rng.uniform(6 * _HOUR, 24 * _HOUR, k)
+    holds[-1] = 2 * _HOUR  # the last drift is never reverted; leave room to see it settle
+    spans = _place(g, rng, ramps + holds)
+    sizes = rng.uniform(0.5, 1.0, len(spans))
+    out: _Incidents = []
+    for j, ((i0, i1), size) in enumerate(zip(spans, sizes, strict=True)):
+        end = g.t.size - 1 if j == len(spans) - 1 else i1
+        ramp = np.clip(np.arange(end - i0 + 1) / (ramps[j] / g.step_s), 0.0, 1.0)
+        d.latency[i0 : end + 1] *= 1.0 + size * ramp
+        how = "held to the end" if end == g.t.size - 1 else "then reverted"
+        out.append((i0, end, f"latency +{size:.0%} over {ramps[j] / _HOUR:.1f} h, {how}"))
+    return out
+
+
+def _contextual(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
+    first = int(np.ceil(_HISTORY_DAYS + g.hour[0] / 24.0))
+    days = np.arange(first, g.day[-1] + 1)
+    # Calendar days after the history period that still reach past the latest contextual window.
+    days = days[(days * 24.0 + 17.0 - g.hour[0]) * _HOUR <= g.t[-1]]
+    if not days.size:
+        raise ValueError("series too short: incidents start after day 4 and need room to end")
+    k = min(int(rng.integers(1, 4)), days.size)
+    chosen = np.sort(rng.choice(days, size=k, replace=False))
+    kinds, durs = rng.random(k) < 0.5, rng.uniform(30 * _MIN, 120 * _MIN, k)
+    starts_h, levels = rng.uniform(0.0, 1.0, k), rng.uniform(0.85, 1.1, k)
+    out: _Incidents = []
+    for day, busy, dur, u, level in zip(chosen, kinds, durs, starts_h, levels, strict=True):
+        midnight = int(np.argmax(g.day == day))
+        # Mid-day on a weekend is quiet anyway, so a weekend day gets the busy-night variant.
+        busy = bool(busy or g.weekend[midnight])
+        hour = 0.5 + 3.0 * u if busy else 10.0 + 4.5 * u
+        target = (_DAY_RPS if busy else _NIGHT_RPS) * level
+        i0 = midnight + round((hour - g.hour[midnight]) * _HOUR / g.step_s)
+        i1 = i0 + int(dur / g.step_s)
+        d.rate[i0 : i1 + 1] = target
+        when = "at night" if busy else "at mid-day"
+        out.append((i0, i1, f"requests per second {target:.1f} {when}"))
+    return out
+
+
+_INJECT: dict[str, Callable[[_Grid, _Drivers, np.random.Generator], _Incidents]] = {
+    "memory_leak": _memory_leak,
+    "slow_drift": _slow_drift,
+    "contextual": _contextual,
+    "quiet_week": lambda g, d, rng: [],
+}
+
+
+def _observe(g: _Grid, d: _Drivers, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Draw what the recording rules would return from the latent drivers."""
+    n = g.t.size
+    counts = rng.poisson(d.rate * g.step_s)
+    rps = counts / g.step_s
+    # Longer generations hold batch slots longer and so load the server like extra requests; only
+    # partly, as prefill does not grow with them and continuous batching absorbs some decode work.
+    load = rps * np.sqrt(d.tokens) / _CAPACITY_RPS
+    # Quantiles estimated from few requests (nights, drops) are noisier.
+    spread = 0.03 + 0.3 / np.sqrt(counts + 1.0)
+    slow = _smooth_noise(g.t, rng, 2 * _HOUR)
+    p95 = 2.4 * d.latency * d.tokens**0.9 * (1.0 + 0.6 * load**2)
+    p95 *= np.exp(spread * rng.standard_normal(n) + 0.04 * slow)
+    p99 = p95 * (1.2 + rng.gamma(4.0, 0.03, n)) * (1.0 + 0.3 * load**2)
+    ttft = 0.32 * d.latency * d.tokens**0.3 * (1.0 + 1.5 * load**2)
+    ttft *= np.exp(1.5 * spread * rng.standard_normal(n) + 0.05 * slow)
+    errors = rng.binomial(counts, d.error_p)
+    json_n = rng.binomial(counts, _JSON_SHARE)
+    json_errors = rng.binomial(json_n, d.json_error_p)
+    tokens = _MEAN_TOKENS * d.tokens * np.exp(0.03 * _smooth_noise(g.t, rng, 3 * _HOUR))
+    tokens += _SD_TOKENS * d.tokens * rng.standard_normal(n) / np.sqrt(np.maximum(counts, 1))
+    memory = _GPU_PLATEAU_MB + d.memory_mb + rng.normal(0.0, 3.0, n)
+    # Rounded like exported values, which also keeps the CSV files small.
+    ratios = [
+        np.divide(k, m, out=np.zeros(n), where=m > 0)
+        for k, m in ((errors, counts), (json_errors, json_n))
+    ]
+    columns = (p95, p99, ttft, rps, *ratios, memory, np.maximum(tokens, 1.0))
+    decimals = (4, 4, 4, 4, 6, 6, 0, 2)
+    return {c: v.round(r) for c, v, r in zip(SIGNAL_DIRECTIONS, columns, decimals, strict=True)}
+
+
+def _keep_mask(
+    g: _Grid, d: _Drivers, rng: np.random.Generator, incidents: _Incidents
+) -> np.ndarray:
+    """Rows that were scraped: a few missing stretches, occasional single misses, restarts."""
+    n = g.t.size
+    keep = rng.random(n) >= 0.001
+    k = max(1, round(int(rng.integers(3, 7)) * n * g.step_s / (10 * _DAY)))
+    starts = rng.integers(0, n, 4 * k)
+    lengths = np.ceil(rng.uniform(_MIN, 15 * _MIN, 4 * k) / g.step_s).astype(int)
+    # A stretch over an incident would hide what is labelled, so stretches keep clear of them.
+    margin = int(30 * _MIN / g.step_s)
+    clear = np.ones(starts.size, dtype=bool)
+    for i0, i1, _ in incidents:
+        clear &= (starts + lengths < i0 - margin) | (starts > i1 + margin)
+    starts, lengths = starts[clear][:k], lengths[clear][:k]
+    restarts = np.asarray(d.restarts, dtype=int)
+    starts = np.concatenate((starts, restarts))
+    lengths = np.concatenate((lengths, rng.integers(2, 7, restarts.size)))
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = np.repeat(starts, lengths) + offsets
+    keep[rows[rows < n]] = False
+    keep[[0, -1]] = True  # the series spans its full period
+    return keep
+
+
+def _grid(start: str, days: float, step_s: float) -> _Grid:
+    if not (np.isfinite(days) and days > 0 and np.isfinite(step_s) and step_s > 0):
+        raise ValueError(f"days and step_s must be positive, got days={days}, step_s={step_s}")
+    first = pd.Timestamp(start)
+    if first.tz is not None:
+        first = first.tz_convert("UTC").tz_localize(None)
+    n = round(days * _DAY / step_s)
+    if n < 2:
+        raise ValueError(f"days={days} at step_s={step_s} gives fewer than two rows")
+    step = pd.Timedelta(seconds=step_s)
+    index = pd.date_range(first, periods=n, freq=step, name="timestamp")
+    t = np.arange(n) * step_s
+    since_midnight = (first - first.normalize()).total_seconds() + t
+    hour, day = (since_midnight % _DAY) / _HOUR, (since_midnight // _DAY).astype(int)
+    return _Grid(index, t, hour, day, np.asarray(index.day_of_week >= 5), float(step_s))
+
+
+def _span(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    until = "%H:%M" if start.normalize() == end.normalize() else "%a %Y-%m-%d %H:%M"
+    return f"{start:%a %Y-%m-%d %H:%M}-{end.strftime(until)}"
+
+
+def generate(
+    name: str, *, seed: int = 0, days: float = 10.0, step_s: float = 30.0, start: str = "2026-01-05"
+) -> Scenario:
+    """Generate one labelled scenario.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SCENARIO_NAMES`.
+    seed : int, default 0
+        Non-negative seed; the same seed and name always give the same scenario.
+    days : float, default 10.0
+        Length of the series. Incidents start after day 4, so all but ``quiet_week`` need more.
+    step_s : float, default 30.0
+        Seconds between rows (the recording rules' evaluation interval).
+    start : str, default "2026-01-05"
+        First timestamp (a Monday); a tz-aware value is converted to naive UTC.
+
+    Returns
+    -------
+    Scenario
+        The frame (scrape gaps as missing rows), the incident windows and a description.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, non-positive sizes, or a series too short to hold an incident.
+    """
+    if name not in SCENARIO_NAMES:
+        raise ValueError(f"unknown scenario {name!r}; valid names: {', '.join(SCENARIO_NAMES)}")
+    g = _grid(start, days, step_s)
+    drivers = _base_drivers(g, np.random.default_rng([seed, 0]))
+    tag = zlib.crc32(name.encode())
+    rng = np.random.default_rng([seed, 1, tag])
+    inject = _INJECT.get(name) or partial(_step_incidents, name)
+    incidents = inject(g, drivers, rng)
+    values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
+    keep = _keep_mask(g, drivers, rng, incidents)
+    frame = pd.DataFrame(values, index=g.index)[keep]
+    windows = [(g.index[i0], g.index[i1]) for i0, i1, _ in incidents]
+    parts = [f"{_span(g.index[i0], g.index[i1])} {size}" for i0, i1, size in incidents]
+    described = f"; {len(incidents)} incident(s): " + "; ".join(parts) if incidents else ""
+    return Scenario(name, frame, windows, f"{name}: {_ABOUT[name]}{described}")
+
+
+def write_scenarios(
+    directory: str | Path, *, seed: int = 0, names: Iterable[str] | None = None
+) -> Path:
+    """Write scenarios as NAB-style CSV files plus ``labels.json``.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        Created if missing. Receives ``<name>.csv`` per scenario (header ``timestamp,<signals...>``,
+        timestamps ``YYYY-MM-DD HH:MM:SS`` as in NAB's data files) and ``labels.json``.
+    seed : int, default 0
+        Passed to :func:`generate`.
+    names : iterable of str, optional
+        Scenarios to write; all of :data:`SCENARIO_NAMES` by default.
+
+    Returns
+    -------
+    pathlib.Path
+        The labels file, in NAB's ``combined_windows.json`` format:
+        ``{"<name>.csv": [["start", "end"], ...]}``.
+    """
+    chosen = SCENARIO_NAMES if names is None else tuple(names)
+    unknown = [n for n in chosen if n not in SCENARIO_NAMES]
+    if unknown:  # checked up front so that a typo leaves no half-written directory
+        raise ValueError(f"unknown scenario(s) {unknown}; valid names: {', '.join(SCENARIO_NAMES)}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    labels: dict[str, list[list[str]]] = {}
+    for name in chosen:
+        scenario = generate(name, seed=seed)
+        scenario.frame.to_csv(out / f"{name}.csv", date_format="%Y-%m-%d %H:%M:%S")
+        labels[f"{name}.csv"] = [
+            [s.strftime(_NAB_TIME), e.strftime(_NAB_TIME)] for s, e in scenario.windows
+        ]
+    path = out / "labels.json"
+    path.write_text(json.dumps(labels, indent=4) + "\n")
+    return path
