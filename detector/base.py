@@ -150,7 +150,14 @@ class BaseDetector(ParamsMixin, ABC):
         self._validate_params()
         frame = check_frame(frame)
         initial = self._fit_model(frame)
+        self.initial_state_ = copy.deepcopy(initial)
         self.train_scores_, self.state_ = self._run_training(frame, initial)
+        return self
+
+    def reset(self) -> Self:
+        """Forget the streaming state: the next ``update`` starts as if no row had been seen."""
+        self._check_fitted()
+        self.state_ = copy.deepcopy(self.initial_state_)
         return self
 
     def _run_training(self, frame: pd.DataFrame, state: Any) -> tuple[pd.DataFrame, Any]:

@@ -1,9 +1,9 @@
 """Calibration: raw detector scores to ``anomaly_score`` in [0, 1].
 
 A raw score's rarity is its survival probability ``p`` among the scores seen on training data:
-empirical in the body, an exponential tail fitted to the exceedances above a high quantile beyond
-it (peaks over threshold), so scores larger than anything seen in training still get a graded,
-finite rarity. The calibrated score is ``exp(-p * n)`` with ``n`` the number of points in a
+empirical in the body, and beyond a high quantile an exponential tail fitted robustly to the
+exceedances (peaks over threshold), so scores larger than anything seen in training still get a
+graded, finite rarity. The calibrated score is ``exp(-p * n)`` with ``n`` the number of points in a
 reference horizon (one day by default): the probability that a whole normal day would not produce a
 score this high. A value seen a few times a day maps near 0, one rarer than once a week above 0.85,
 so one threshold means the same for every signal and detector.
@@ -52,9 +52,12 @@ class TailCalibrator:
         q = min(self.tail_quantile, 1.0 - self.min_tail_points / s.size)
         u = float(np.quantile(s, max(q, 0.0)))
         excess = s[s > u] - u
-        # A tail with no spread (flat training scores) still needs a positive scale, or every
-        # larger score would be infinitely rare regardless of its size.
-        self.beta_ = max(float(excess.mean()) if excess.size else 0.0, 1e-6 * (1.0 + abs(u)))
+        # The median excess, not the mean: a few incidents inside the training window must not
+        # stretch the tail until later incidents look ordinary. A tail with no spread (flat
+        # training scores) still needs a positive scale, or any larger score would be
+        # infinitely rare regardless of its size.
+        beta = float(np.median(excess)) / np.log(2.0) if excess.size else 0.0
+        self.beta_ = max(beta, 1e-6 * (1.0 + abs(u)))
         self.threshold_ = u
         self.p_threshold_ = float(np.mean(s >= u)) if s.size else 1.0
         self.sorted_ = s
@@ -68,7 +71,7 @@ class TailCalibrator:
         x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
         s = self.sorted_
         body = (s.size - np.searchsorted(s, x, side="left") + 1.0) / (s.size + 1.0)
-        tail = self.p_threshold_ * np.exp(-(x - self.threshold_) / self.beta_)
+        tail = self.p_threshold_ * np.exp(-np.maximum(x - self.threshold_, 0.0) / self.beta_)
         return np.where(x > self.threshold_, np.minimum(tail, body), body)
 
     def transform(self, scores: np.ndarray) -> np.ndarray:

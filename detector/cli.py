@@ -82,6 +82,11 @@ def _run_backtest(args: argparse.Namespace) -> int:
         raise InputError("several inputs need --out-dir, not --out")
     settings = BacktestSettings(refit_every=args.refit_every, training_window=args.training_window)
     params = {"directions": dict(args.direction)} if args.direction else {}
+    if args.out_dir:
+        names = [path.name for path in args.inputs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InputError(f"inputs share a file name, outputs would collide: {', '.join(twice)}")
     loaded = [(path, *read_series_csv(path)) for path in args.inputs]
     if args.jobs > 1 and len(loaded) > 1:
         from detector.evaluation.runner import backtest_many

@@ -94,8 +94,8 @@ class Ensemble(ParamsMixin):
         transform: str = "auto",
         seasonality: str = "auto",
         bins_per_day: int = 24,
-        level_halflife: float = 3 * 3600.0,
-        accept_after: float = 3600.0,
+        level_halflife: float | str = "auto",
+        accept_after: float = 60.0,
         band: float = 3.0,
         window: int = 8,
         horizon: float = DAY_S,
@@ -150,7 +150,7 @@ class Ensemble(ParamsMixin):
         if "levelshift" in self.families:
             self.members_["levelshift"] = LevelShiftDetector(
                 window=self.window, directions=self.directions
-            ).fit(z)
+            ).fit(self.baseline_.train_decomposition_.z_slow)
         if "iforest" in self.families:
             self.members_["iforest"] = IsolationForestDetector(
                 window=self.window, directions=self.directions, random_state=self.random_state
@@ -206,7 +206,8 @@ class Ensemble(ParamsMixin):
         dec = self.baseline_.decompose(frame, advance=advance)
         raw = {"seasonal": self.baseline_.scores_from(dec.z)}
         for name, member in self.members_.items():
-            raw[name] = member.update(dec.z) if advance else member.score(dec.z)
+            z = dec.z_slow if name == "levelshift" else dec.z
+            raw[name] = member.update(z) if advance else member.score(z)
         calibrated = {
             (column, family): self.calibrators_[(column, family)].transform(scores[column])
             for family, scores in raw.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["Window", "residual_features", "window_mean"]
+__all__ = ["Window", "residual_features", "window_mean", "window_sum"]
 
 
 class Window:
@@ -22,12 +22,12 @@ class Window:
         return full
 
 
-def window_mean(values: np.ndarray, window: Window) -> np.ndarray:
-    """Causal mean of the last ``window.size`` rows ending at each new row (NaN rows skipped).
+def window_sum(values: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Causal sum and count of the values present in the last ``window.size`` rows.
 
     >>> w = Window(1, 2)
-    >>> window_mean(np.array([[1.0], [3.0], [np.nan]]), w).ravel().tolist()
-    [1.0, 2.0, 3.0]
+    >>> [a.ravel().tolist() for a in window_sum(np.array([[1.0], [3.0], [np.nan]]), w)]
+    [[1.0, 4.0, 3.0], [1.0, 2.0, 1.0]]
     """
     n_new = values.shape[0]
     full = window.extend(values)
@@ -37,7 +37,17 @@ def window_mean(values: np.ndarray, window: Window) -> np.ndarray:
     ccount = np.vstack([zero, np.cumsum(present, axis=0)])
     end = np.arange(full.shape[0] - n_new, full.shape[0]) + 1
     start = np.maximum(end - window.size, 0)
-    total, count = csum[end] - csum[start], ccount[end] - ccount[start]
+    return csum[end] - csum[start], ccount[end] - ccount[start]
+
+
+def window_mean(values: np.ndarray, window: Window) -> np.ndarray:
+    """Causal mean of the values present in the last ``window.size`` rows (0 when none).
+
+    >>> w = Window(1, 2)
+    >>> window_mean(np.array([[1.0], [3.0], [np.nan]]), w).ravel().tolist()
+    [1.0, 2.0, 3.0]
+    """
+    total, count = window_sum(values, window)
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 

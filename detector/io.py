@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,12 @@ def read_series_csv(path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     """
     path = Path(path)
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # A trailing comma on each row is an empty last column, not a lost value.
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            raw = pd.read_csv(
+                path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False
+            )
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except pd.errors.EmptyDataError:

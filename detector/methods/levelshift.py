@@ -7,8 +7,7 @@ after ``w`` points, so once the baseline has accepted a new level the score fall
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pandas as pd
 
 from detector.base import (
@@ -19,7 +18,7 @@ from detector.base import (
     check_range,
     direction_for,
 )
-from detector.features import Window, window_mean
+from detector.features import Window, window_sum
 
 __all__ = ["LevelShiftDetector"]
 
@@ -57,7 +56,9 @@ class LevelShiftDetector(BaseDetector):
 
     def _run(self, frame: pd.DataFrame, state: Window) -> tuple[pd.DataFrame, Window]:
         z = frame.reindex(columns=self.signals_).to_numpy()
-        stat = window_mean(z, state) * math.sqrt(self.window)
+        total, count = window_sum(z, state)
+        # Scaled by the values actually present: beside a gap, fewer values mean less evidence.
+        stat = np.divide(total, np.sqrt(count), out=np.zeros_like(total), where=count > 0)
         out = {
             name: apply_direction(stat[:, j], direction_for(self.directions, name))
             for j, name in enumerate(self.signals_)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 from statsmodels.tsa.seasonal import STL
 
 from detector.base import (
@@ -34,15 +35,24 @@ from detector.timeutil import DAY_S, WEEK_S, phase_lookup, phase_of, seconds
 __all__ = ["Decomposition", "SeasonalBaseline"]
 
 _MAD_TO_SIGMA = 1.4826
+_Q90_TO_SIGMA = 1.6449
+_FINEST_BIN_S = 300.0
+_PROFILE_SHRINK_POINTS = 10.0
 _SHRINK_POINTS = 30.0
 _SEASONALITIES = ("auto", "daily", "weekly", "none")
 
 
 @dataclass(frozen=True)
 class Decomposition:
-    """Per-row view of the baseline: signed standardised residual, expectation and band."""
+    """Per-row view of the baseline: signed standardised residuals, expectation and band.
+
+    ``z`` is measured against the fast tracker (what is new since the last few points), ``z_slow``
+    against the slow one (what has moved away from the usual level); the expectation and the
+    band are the slow tracker's, the stable picture an operator compares with.
+    """
 
     z: pd.DataFrame
+    z_slow: pd.DataFrame
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
@@ -52,8 +62,10 @@ class Decomposition:
 class _SignalModel:
     profile: np.ndarray  # seasonal offset per phase bin; empty when no seasonality is used
     period_s: float  # length of the cycle the profile covers (0 when none)
-    scale: np.ndarray  # residual scale per time-of-day bin
+    scale: np.ndarray  # one-step residual scale per time-of-day bin
+    slow_scale: np.ndarray  # residual scale against the slow level, per time-of-day bin
     seasonality: str  # what was used and, on fallback, why
+    halflife: float  # seconds for the level to move half-way to a new value
     offset: float  # values are modelled as log(x + offset); NaN when modelled as they are
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -76,6 +88,32 @@ class _Track:
     run_n: int = 0
 
 
+_HALFLIVES = np.array([0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+
+
+def _robust_sigma(dev: np.ndarray) -> float:
+    """Normal-consistent scale of absolute deviations: the MAD, or the 90th percentile if larger."""
+    if dev.size == 0:
+        return 0.0
+    mad, q90 = np.quantile(dev, [0.5, 0.9])
+    return float(max(_MAD_TO_SIGMA * mad, q90 / _Q90_TO_SIGMA))
+
+
+def _best_halflife(d: np.ndarray) -> float:
+    """Half-life, in points, of the exponential smoothing with the least one-step absolute error."""
+    d = d[np.isfinite(d)]
+    if d.size < 16:
+        return float(_HALFLIVES[-1])
+    errors = []
+    for h in _HALFLIVES:
+        a = 1.0 - 2.0 ** (-1.0 / h)
+        level, _ = lfilter([a], [1.0, a - 1.0], d, zi=[(1.0 - a) * d[0]])
+        errors.append(np.mean(np.abs(d[1:] - level[:-1])))
+    # Prefer the smoother tracker unless a faster one is clearly better (1 % margin).
+    best = min(errors)
+    return float(max(h for h, e in zip(_HALFLIVES, errors, strict=True) if e <= 1.01 * best))
+
+
 class SeasonalBaseline(BaseDetector):
     """Expected value, band and direction-aware score for each signal of a frame.
 
@@ -96,12 +134,19 @@ class SeasonalBaseline(BaseDetector):
     min_strength : float
         Seasonal strength (1 - var(remainder) / var(seasonal + remainder)) below which the profile
         is dropped as noise.
-    level_halflife : float
-        Seconds for the level tracker to move half-way to a new level within the clip.
+    level_halflife : float or "auto"
+        Seconds for the level tracker to move half-way to a new level within the clip;
+        ``"auto"`` picks, per signal, the exponential smoothing that best predicts the next
+        training point (the optimal tracker for a local-level model), so a wandering series is
+        followed closely and a noisy stationary one smoothly.
     clip : float
         Residuals are clipped to this many scales before they move the level.
     accept_after : float
-        Seconds after which a shift that stays outside the clip becomes the new level.
+        Seconds after which a shift that stays outside the clip becomes the fast tracker's new
+        level (at least three points are needed in any case).
+    slow_halflife, slow_accept_after : float
+        The same for the slow tracker behind the expected value and band, and behind ``z_slow``:
+        drifts and shifts too small for any one point stay visible against it for hours.
     band : float
         Half-width of the expected band, in scales.
 
@@ -123,9 +168,11 @@ class SeasonalBaseline(BaseDetector):
         seasonality: str = "auto",
         bins_per_day: int = 24,
         min_strength: float = 0.2,
-        level_halflife: float = 3 * 3600.0,
+        level_halflife: float | str = "auto",
         clip: float = 3.0,
-        accept_after: float = 3600.0,
+        accept_after: float = 60.0,
+        slow_halflife: float = 6 * 3600.0,
+        slow_accept_after: float = 2 * 3600.0,
         band: float = 3.0,
     ) -> None:
         self.directions = directions
@@ -136,6 +183,8 @@ class SeasonalBaseline(BaseDetector):
         self.level_halflife = level_halflife
         self.clip = clip
         self.accept_after = accept_after
+        self.slow_halflife = slow_halflife
+        self.slow_accept_after = slow_accept_after
         self.band = band
 
     def _validate_params(self) -> None:
@@ -143,14 +192,17 @@ class SeasonalBaseline(BaseDetector):
         check_choice("seasonality", self.seasonality, _SEASONALITIES)
         check_range("bins_per_day", self.bins_per_day, 4, 288)
         check_range("min_strength", self.min_strength, 0.0, 1.0)
-        check_range("level_halflife", self.level_halflife, 0.0, math.inf, closed="neither")
+        if self.level_halflife != "auto":
+            check_range("level_halflife", self.level_halflife, 0.0, math.inf, closed="neither")
         check_range("clip", self.clip, 0.0, math.inf, closed="neither")
         check_range("accept_after", self.accept_after, 0.0, math.inf, closed="left")
+        check_range("slow_halflife", self.slow_halflife, 0.0, math.inf, closed="neither")
+        check_range("slow_accept_after", self.slow_accept_after, 0.0, math.inf, closed="left")
         check_range("band", self.band, 0.0, math.inf, closed="neither")
         check_directions(self.directions)
 
     # -- fitting ------------------------------------------------------------------------------
-    def _fit_model(self, frame: pd.DataFrame) -> dict[str, _Track]:
+    def _fit_model(self, frame: pd.DataFrame) -> dict[str, list[_Track]]:
         t_all = seconds(frame.index)
         self.models_: dict[str, _SignalModel] = {}
         self.seasonality_: dict[str, str] = {}
@@ -161,7 +213,7 @@ class SeasonalBaseline(BaseDetector):
             model = self._fit_signal(t_all[ok], x[ok])
             self.models_[name] = model
             self.seasonality_[name] = model.seasonality
-        return {name: _Track() for name in frame.columns}
+        return {name: [_Track(), _Track()] for name in frame.columns}
 
     def _offset(self, x: np.ndarray) -> float:
         positive = x[x > 0]
@@ -178,7 +230,11 @@ class SeasonalBaseline(BaseDetector):
             raise ValueError("transform='log' needs positive values in every signal")
         x = raw if math.isnan(offset) else np.log(np.maximum(raw + offset, 1e-300))
         if x.size < 8:
-            return _SignalModel(np.zeros(0), 0.0, np.ones(bins), f"none ({x.size} points)", offset)
+            ones = np.ones(bins)
+            halflife = self._fixed_halflife(DAY_S / bins)
+            return _SignalModel(
+                np.zeros(0), 0.0, ones, ones, f"none ({x.size} points)", halflife, offset
+            )
         width = DAY_S / bins
         step = float(np.median(np.diff(t))) if x.size > 1 else width
         span = float(t[-1] - t[0])
@@ -186,17 +242,23 @@ class SeasonalBaseline(BaseDetector):
         if self.seasonality != "none":
             period, how = self._choose_period(span, step)
         if period:
-            profile, how = self._seasonal_profile(t, x, width, period, how)
+            profile, how = self._seasonal_profile(t, x, step, period, how)
             if profile.size == 0:
                 period = 0.0
         deseason = x - phase_lookup(profile, period, t) if period else x
-        track = _Track()
-        level_prev = self._track(t, deseason, np.full(x.size, math.inf), track)
-        resid = deseason - level_prev
-        # The tracker's first points have no history; leave them out of the scale estimate.
-        settle = min(resid.size // 5, 50)
-        scale = self._phase_scales(t[settle:], resid[settle:], bins, float(np.median(np.abs(x))))
-        return _SignalModel(profile, period, scale, how, offset)
+        if self.level_halflife == "auto":
+            halflife = _best_halflife(deseason) * step
+        else:
+            halflife = float(self.level_halflife)
+        # The trackers' first points have no history; leave them out of the scale estimates.
+        settle = min(x.size // 5, 50)
+        typical = float(np.median(np.abs(x)))
+        no_clip = np.full(x.size, math.inf)
+        scales = []
+        for hl in (halflife, max(halflife, self.slow_halflife)):
+            resid = deseason - self._track(t, deseason, no_clip, _Track(), hl, math.inf)
+            scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
+        return _SignalModel(profile, period, *scales, how, halflife, offset)
 
     def _choose_period(self, span: float, step: float) -> tuple[float, str]:
         wanted = self.seasonality
@@ -211,23 +273,48 @@ class SeasonalBaseline(BaseDetector):
         return 0.0, f"none (seasonal profile needs 2 days of history, have {span / DAY_S:.1f})"
 
     def _seasonal_profile(
-        self, t: np.ndarray, x: np.ndarray, width: float, period: float, how: str
+        self, t: np.ndarray, x: np.ndarray, step: float, period: float, how: str
     ) -> tuple[np.ndarray, str]:
-        # Medians over wall-clock bins: a short regular series STL can afford, robust to spikes.
+        # STL runs on medians over coarse wall-clock bins: a short regular series it can afford,
+        # robust to spikes. It decides whether there is a seasonal pattern at all and gives the
+        # trend; the profile itself is then read at a finer resolution, so sharp daily edges
+        # (a batch job, a shift change) are kept rather than smoothed into ramps.
+        width = DAY_S / self.bins_per_day
         key = np.floor(t / width).astype(np.int64)
         agg = pd.Series(x).groupby(key).median()
         full = agg.reindex(np.arange(key[0], key[-1] + 1)).interpolate(limit_direction="both")
         n_bins = round(period / width)
         res = STL(full.to_numpy(), period=n_bins).fit()
         seasonal, remainder = res.seasonal, res.resid
-        denom = np.var(seasonal + remainder)
-        strength = 1.0 - np.var(remainder) / denom if denom > 0 else 0.0
-        if strength < self.min_strength:
-            return np.zeros(0), f"none (seasonal strength {strength:.2f} < {self.min_strength})"
+        total = np.var(seasonal + remainder)
+        strength = 1.0 - np.var(remainder) / total if total > 1e-12 * np.mean(full**2) else 0.0
+        # Noise alone leaves a profile whose variance is about var(remainder) / cycles; demand
+        # clearly more than that before believing in a pattern.
         phase_bin = phase_of(full.index.to_numpy() * width, period, width)
-        profile = pd.Series(seasonal).groupby(phase_bin).mean().reindex(range(n_bins))
-        filled = profile.interpolate(limit_direction="both").fillna(0.0).to_numpy()
-        return filled - np.mean(filled), how
+        coarse = pd.Series(seasonal).groupby(phase_bin).mean()
+        cycles = full.size / n_bins
+        if strength < self.min_strength or np.var(coarse) < 4.0 * np.var(remainder) / cycles:
+            return np.zeros(0), f"none (seasonal strength {strength:.2f} is too weak)"
+        centres = (full.index.to_numpy() + 0.5) * width
+        base = pd.Series(seasonal).groupby(phase_bin).mean().reindex(range(n_bins))
+        base = base.interpolate(limit_direction="both").fillna(0.0).to_numpy()
+        trend = np.interp(t, centres, res.trend)
+        resid = x - trend - phase_lookup(base, period, t)
+        n_fine = max(n_bins, round(period / max(step, _FINEST_BIN_S)))
+        groups = pd.Series(resid).groupby(phase_of(t, period, period / n_fine))
+        stats = pd.DataFrame({"median": groups.median(), "size": groups.size()})
+        stats = stats.reindex(range(n_fine)).fillna(0.0)
+        # Each fine bin's correction is shrunk by how few cycles it has seen, so a weekly
+        # profile from two weeks is not two weeks of noise.
+        shrink = stats["size"] / (stats["size"] + _PROFILE_SHRINK_POINTS)
+        fine = (stats["median"] * shrink).to_numpy()
+        profile = np.interp(
+            (np.arange(n_fine) + 0.5) / n_fine,
+            (np.arange(n_bins + 2) - 0.5) / n_bins,
+            np.r_[base[-1], base, base[0]],
+        )
+        profile = profile + fine
+        return profile - np.mean(profile), how
 
     def _phase_scales(
         self, t: np.ndarray, resid: np.ndarray, bins: int, typical: float
@@ -238,26 +325,40 @@ class SeasonalBaseline(BaseDetector):
         if resid.size == 0:
             return np.full(bins, floor)
         dev = np.abs(resid - np.median(resid))
-        overall = _MAD_TO_SIGMA * np.median(dev)
-        # A zero MAD (mostly-zero ratios, discrete counts) falls back to the mean absolute
-        # deviation, which is positive as soon as anything varies at all.
-        floor = max(floor, 1.2533 * float(np.mean(dev)) * 0.5, 0.25 * overall)
+        overall = _robust_sigma(dev)
+        # Ratios of small counts are mostly one value with rare large ones: their MAD is 0 while
+        # the rare values are ordinary. The 90th percentile sees them; the mean deviation keeps
+        # the scale positive as soon as anything varies at all.
+        floor = max(floor, 0.5 * 1.2533 * float(np.mean(dev)), 0.25 * overall)
         overall = max(overall, floor)
-        stats = pd.Series(dev).groupby(phase_of(t, DAY_S, DAY_S / bins)).agg(["median", "size"])
-        stats = stats.reindex(range(bins))
-        per_bin = (_MAD_TO_SIGMA * stats["median"]).fillna(overall).to_numpy()
+        groups = pd.Series(dev).groupby(phase_of(t, DAY_S, DAY_S / bins))
+        stats = pd.DataFrame(
+            {"median": groups.median(), "q90": groups.quantile(0.9), "size": groups.size()}
+        ).reindex(range(bins))
+        per_bin = np.maximum(_MAD_TO_SIGMA * stats["median"], stats["q90"] / _Q90_TO_SIGMA)
+        per_bin = per_bin.fillna(overall).to_numpy()
         count = stats["size"].fillna(0.0).to_numpy()
         shrunk = (count * per_bin + _SHRINK_POINTS * overall) / (count + _SHRINK_POINTS)
         return np.maximum(shrunk, floor)
 
     # -- scoring ------------------------------------------------------------------------------
-    def _track(self, t: np.ndarray, d: np.ndarray, lim: np.ndarray, st: _Track) -> np.ndarray:
-        """Run the level tracker; return the level each row is judged against (before the row)."""
+    def _fixed_halflife(self, step: float) -> float:
+        return step if self.level_halflife == "auto" else float(self.level_halflife)
+
+    def _track(
+        self,
+        t: np.ndarray,
+        d: np.ndarray,
+        lim: np.ndarray,
+        st: _Track,
+        halflife: float,
+        accept: float,
+    ) -> np.ndarray:
+        """Run a level tracker; return the level each row is judged against (before the row)."""
         out = np.full(d.size, np.nan)
         level, last_t = st.level, st.last_t
         run_sign, run_start, run_sum, run_n = st.run_sign, st.run_start, st.run_sum, st.run_n
-        decay = -math.log(2.0) / self.level_halflife
-        accept = self.accept_after
+        decay = -math.log(2.0) / halflife
         for i, (ti, di, li) in enumerate(zip(t.tolist(), d.tolist(), lim.tolist(), strict=True)):
             if di != di:  # NaN: no observation, the state waits
                 continue
@@ -287,36 +388,48 @@ class SeasonalBaseline(BaseDetector):
         return out
 
     def _decompose(
-        self, frame: pd.DataFrame, state: dict[str, _Track]
-    ) -> tuple[Decomposition, dict[str, _Track]]:
+        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
+    ) -> tuple[Decomposition, dict[str, list[_Track]]]:
         t = seconds(frame.index)
-        z, expected, lower, upper = {}, {}, {}, {}
+        z, z_slow, expected, lower, upper = {}, {}, {}, {}, {}
+        slow_halflife, slow_accept = (
+            self.slow_halflife,
+            max(self.accept_after, self.slow_accept_after),
+        )
         for name in self.signals_:
             model = self.models_[name]
             raw = frame[name].to_numpy() if name in frame else np.full(t.size, np.nan)
-            x = model.forward(raw)
-            season = phase_lookup(model.profile, model.period_s, t) if model.period_s else 0.0
+            d = model.forward(raw)
+            if model.period_s:
+                d = d - phase_lookup(model.profile, model.period_s, t)
+            season = model.forward(raw) - d
+            fast, slow = state[name]
             s = phase_lookup(model.scale, DAY_S, t)
-            centre = self._track(t, x - season, self.clip * s, state[name]) + season
-            z[name] = (x - centre) / s
+            level = self._track(t, d, self.clip * s, fast, model.halflife, self.accept_after)
+            z[name] = (d - level) / s
+            s = phase_lookup(model.slow_scale, DAY_S, t)
+            hl = max(model.halflife, slow_halflife)
+            level = self._track(t, d, self.clip * s, slow, hl, slow_accept)
+            z_slow[name] = (d - level) / s
+            centre = level + season
             expected[name] = model.backward(centre)
             lower[name] = model.backward(centre - self.band * s)
             upper[name] = model.backward(centre + self.band * s)
         idx = frame.index
         dec = Decomposition(
-            *(pd.DataFrame(part, index=idx) for part in (z, expected, lower, upper))
+            *(pd.DataFrame(part, index=idx) for part in (z, z_slow, expected, lower, upper))
         )
         return dec, state
 
     def _run(
-        self, frame: pd.DataFrame, state: dict[str, _Track]
-    ) -> tuple[pd.DataFrame, dict[str, _Track]]:
+        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
+    ) -> tuple[pd.DataFrame, dict[str, list[_Track]]]:
         dec, state = self._decompose(frame, state)
         return self.scores_from(dec.z), state
 
     def _run_training(
-        self, frame: pd.DataFrame, state: dict[str, _Track]
-    ) -> tuple[pd.DataFrame, dict[str, _Track]]:
+        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
+    ) -> tuple[pd.DataFrame, dict[str, list[_Track]]]:
         # Other families learn from the training residuals: keep them rather than recompute.
         self.train_decomposition_, state = self._decompose(frame, state)
         return self.scores_from(self.train_decomposition_.z), state
@@ -329,6 +442,8 @@ class SeasonalBaseline(BaseDetector):
     def decompose(self, frame: pd.DataFrame, *, advance: bool = False) -> Decomposition:
         """Residuals, expectations and scales of ``frame``; ``advance`` keeps the tracker state."""
         self._check_fitted()
-        state = self.state_ if advance else {k: _Track(**vars(v)) for k, v in self.state_.items()}
+        state = self.state_
+        if not advance:
+            state = {k: [_Track(**vars(tr)) for tr in v] for k, v in state.items()}
         dec, _ = self._decompose(check_frame(frame), state)
         return dec

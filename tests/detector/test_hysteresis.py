@@ -1,0 +1,110 @@
+"""Tests of the hysteresis that turns calibrated scores into the anomalous decision."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.hysteresis import Hysteresis
+
+
+def decide(scores, **kwargs) -> list[int]:
+    return Hysteresis(**kwargs).decide(np.array(scores, dtype=float)).tolist()
+
+
+def test_enter_needs_min_points_in_a_row() -> None:
+    assert decide([0.95, 0.2, 0.95, 0.2], enter=0.9, leave=0.5, min_points=2) == [0, 0, 0, 0]
+    assert decide([0.95, 0.95, 0.95], enter=0.9, leave=0.5, min_points=2) == [0, 1, 1]
+    assert decide([0.95] * 4, enter=0.9, leave=0.5, min_points=3) == [0, 0, 1, 1]
+
+
+def test_enter_threshold_is_inclusive() -> None:
+    assert decide([0.9, 0.9], enter=0.9, leave=0.5, min_points=2) == [0, 1]
+    assert decide([0.8999, 0.8999], enter=0.9, leave=0.5, min_points=2) == [0, 0]
+
+
+def test_scores_between_leave_and_enter_keep_the_decision() -> None:
+    # Off stays off and on stays on in the dead band.
+    assert decide([0.7] * 5, enter=0.9, leave=0.5, min_points=1) == [0] * 5
+    out = decide([0.95, 0.7, 0.6, 0.55, 0.5], enter=0.9, leave=0.5, min_points=1)
+    assert out == [1, 1, 1, 1, 1]
+
+
+def test_leave_needs_min_points_below_leave() -> None:
+    scores = [0.95, 0.95, 0.4, 0.95, 0.4, 0.4, 0.4]
+    assert decide(scores, enter=0.9, leave=0.5, min_points=2) == [0, 1, 1, 1, 1, 0, 0]
+
+
+def test_min_points_one_follows_thresholds_directly() -> None:
+    scores = [0.1, 0.95, 0.6, 0.3, 0.95]
+    assert decide(scores, enter=0.9, leave=0.5, min_points=1) == [0, 1, 1, 0, 1]
+
+
+def test_no_flapping_on_noisy_scores_around_enter() -> None:
+    rng = np.random.default_rng(0)
+    scores = np.clip(0.9 + 0.05 * rng.normal(size=500), 0, 1)  # hovers around enter
+    out = Hysteresis(enter=0.9, leave=0.5, min_points=2).decide(scores)
+    changes = int(np.sum(np.diff(out) != 0))
+    assert changes <= 1  # once on, it does not leave while scores stay above leave
+
+
+def test_nan_scores_count_as_zero() -> None:
+    assert decide([0.95, 0.95, np.nan, np.nan], enter=0.9, leave=0.5, min_points=2) == [0, 1, 1, 0]
+
+
+def test_output_dtype_and_state() -> None:
+    h = Hysteresis(enter=0.9, leave=0.5, min_points=2)
+    out = h.decide(np.array([0.95, 0.95, 0.1]))
+    assert out.dtype == np.int8
+    assert h.state == (1, 1)  # on, with one row below leave so far
+    assert h.decide(np.array([])).tolist() == []
+    assert h.state == (1, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    scores=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=0, max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=5),
+    min_points=st.integers(min_value=1, max_value=4),
+)
+def test_state_carried_across_calls_equals_one_call(scores, cuts, min_points) -> None:
+    arr = np.array(scores, dtype=float)
+    whole = Hysteresis(enter=0.8, leave=0.4, min_points=min_points)
+    expected = whole.decide(arr)
+    pieces = Hysteresis(enter=0.8, leave=0.4, min_points=min_points)
+    bounds = [0, *sorted(min(c, arr.size) for c in cuts), arr.size]
+    got = np.concatenate([pieces.decide(arr[lo:hi]) for lo, hi in pairwise(bounds)])
+    np.testing.assert_array_equal(got, expected)
+    assert pieces.state == whole.state
+
+
+@settings(max_examples=50, deadline=None)
+@given(scores=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=80))
+def test_decisions_only_change_after_min_points_evidence(scores) -> None:
+    need = 3
+    out = Hysteresis(enter=0.8, leave=0.4, min_points=need).decide(np.array(scores))
+    for i in np.flatnonzero(np.diff(out) != 0) + 1:
+        window = np.array(scores[i - need + 1 : i + 1])
+        assert window.size == need
+        if out[i] == 1:
+            assert np.all(window >= 0.8)
+        else:
+            assert np.all(window < 0.4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"enter": 1.5}, "enter"),
+        ({"enter": -0.1}, "enter"),
+        ({"enter": 0.5, "leave": 0.6}, "leave"),
+        ({"min_points": 0}, "min_points"),
+    ],
+)
+def test_invalid_parameters(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Hysteresis(**kwargs)
