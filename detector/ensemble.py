@@ -62,7 +62,7 @@ class Ensemble(ParamsMixin):
     families : tuple of str
         Which of ``FAMILIES`` to run; ``"seasonal"`` is always needed as the others use its
         residuals.
-    transform, seasonality, bins_per_day, level_halflife, accept_after, band :
+    transform, seasonality, bins_per_day, level_halflife, accept_points, band :
         Passed to :class:`~detector.methods.seasonal.SeasonalBaseline`.
     window : int
         Points in the level-shift and isolation-forest windows.
@@ -91,11 +91,11 @@ class Ensemble(ParamsMixin):
         *,
         directions: Directions = "both",
         families: tuple[str, ...] = FAMILIES,
-        transform: str = "auto",
+        transform: str = "none",
         seasonality: str = "auto",
         bins_per_day: int = 24,
         level_halflife: float | str = "auto",
-        accept_after: float = 60.0,
+        accept_points: int = 3,
         band: float = 3.0,
         window: int = 8,
         horizon: float = DAY_S,
@@ -110,7 +110,7 @@ class Ensemble(ParamsMixin):
         self.seasonality = seasonality
         self.bins_per_day = bins_per_day
         self.level_halflife = level_halflife
-        self.accept_after = accept_after
+        self.accept_points = accept_points
         self.band = band
         self.window = window
         self.horizon = horizon
@@ -142,7 +142,7 @@ class Ensemble(ParamsMixin):
             seasonality=self.seasonality,
             bins_per_day=self.bins_per_day,
             level_halflife=self.level_halflife,
-            accept_after=self.accept_after,
+            accept_points=self.accept_points,
             band=self.band,
         ).fit(frame)
         z = self.baseline_.train_decomposition_.z

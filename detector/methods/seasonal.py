@@ -5,7 +5,7 @@ training data into fixed wall-clock bins (medians, so single spikes do not bend 
 runs statsmodels' STL on that short regular series and keeps the seasonal component as a table
 indexed by time of day (or of week). Online, a Huber-clipped exponential tracker follows the level,
 so an outlier moves it little while a slow drift is followed; a shift that persists for
-``accept_after`` becomes the new level, as an operator would accept a new normal. Residuals are
+``accept_points`` becomes the new level, as an operator would accept a new normal. Residuals are
 scaled by a MAD per time-of-day bin, shrunk towards the global MAD and floored so that a zero MAD
 (ratios that are mostly 0, flat series) never turns noise into alarms.
 """
@@ -125,7 +125,8 @@ class SeasonalBaseline(BaseDetector):
     transform : {"auto", "log", "none"}
         ``"log"`` models ``log(x + c)``, so seasonal swings and noise scale with the level as they
         do for traffic and latency (``c`` is 5 % of the typical positive value, keeping zeros
-        finite); ``"auto"`` does so for series that are never negative.
+        finite); ``"auto"`` does so for series that are never negative. The default models the
+        values as they are, which served every evaluated corpus best.
     seasonality : {"auto", "daily", "weekly", "none"}
         ``"auto"`` uses a weekly profile with two weeks of data, a daily one with two days, and
         none otherwise; the choice and the reason are kept in ``seasonality_``.
@@ -141,9 +142,10 @@ class SeasonalBaseline(BaseDetector):
         followed closely and a noisy stationary one smoothly.
     clip : float
         Residuals are clipped to this many scales before they move the level.
-    accept_after : float
-        Seconds after which a shift that stays outside the clip becomes the fast tracker's new
-        level (at least three points are needed in any case).
+    accept_points : int
+        Consecutive points outside the clip, on the same side, after which the fast tracker takes
+        their mean as its new level: the score marks where a shift starts, then re-arms for the
+        next change instead of repeating the same alarm.
     slow_halflife, slow_accept_after : float
         The same for the slow tracker behind the expected value and band, and behind ``z_slow``:
         drifts and shifts too small for any one point stay visible against it for hours.
@@ -164,13 +166,13 @@ class SeasonalBaseline(BaseDetector):
         self,
         *,
         directions: Directions = "both",
-        transform: str = "auto",
+        transform: str = "none",
         seasonality: str = "auto",
         bins_per_day: int = 24,
         min_strength: float = 0.2,
         level_halflife: float | str = "auto",
         clip: float = 3.0,
-        accept_after: float = 60.0,
+        accept_points: int = 3,
         slow_halflife: float = 6 * 3600.0,
         slow_accept_after: float = 2 * 3600.0,
         band: float = 3.0,
@@ -182,7 +184,7 @@ class SeasonalBaseline(BaseDetector):
         self.min_strength = min_strength
         self.level_halflife = level_halflife
         self.clip = clip
-        self.accept_after = accept_after
+        self.accept_points = accept_points
         self.slow_halflife = slow_halflife
         self.slow_accept_after = slow_accept_after
         self.band = band
@@ -195,7 +197,7 @@ class SeasonalBaseline(BaseDetector):
         if self.level_halflife != "auto":
             check_range("level_halflife", self.level_halflife, 0.0, math.inf, closed="neither")
         check_range("clip", self.clip, 0.0, math.inf, closed="neither")
-        check_range("accept_after", self.accept_after, 0.0, math.inf, closed="left")
+        check_range("accept_points", self.accept_points, 1, 1e9)
         check_range("slow_halflife", self.slow_halflife, 0.0, math.inf, closed="neither")
         check_range("slow_accept_after", self.slow_accept_after, 0.0, math.inf, closed="left")
         check_range("band", self.band, 0.0, math.inf, closed="neither")
@@ -232,9 +234,8 @@ class SeasonalBaseline(BaseDetector):
         if x.size < 8:
             ones = np.ones(bins)
             halflife = self._fixed_halflife(DAY_S / bins)
-            return _SignalModel(
-                np.zeros(0), 0.0, ones, ones, f"none ({x.size} points)", halflife, offset
-            )
+            how = f"none ({x.size} points)"
+            return _SignalModel(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
         width = DAY_S / bins
         step = float(np.median(np.diff(t))) if x.size > 1 else width
         span = float(t[-1] - t[0])
@@ -256,7 +257,7 @@ class SeasonalBaseline(BaseDetector):
         no_clip = np.full(x.size, math.inf)
         scales = []
         for hl in (halflife, max(halflife, self.slow_halflife)):
-            resid = deseason - self._track(t, deseason, no_clip, _Track(), hl, math.inf)
+            resid = deseason - self._track(t, deseason, no_clip, _Track(), hl, 1, math.inf)
             scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
         return _SignalModel(profile, period, *scales, how, halflife, offset)
 
@@ -352,7 +353,8 @@ class SeasonalBaseline(BaseDetector):
         lim: np.ndarray,
         st: _Track,
         halflife: float,
-        accept: float,
+        accept_points: int,
+        accept_s: float,
     ) -> np.ndarray:
         """Run a level tracker; return the level each row is judged against (before the row)."""
         out = np.full(d.size, np.nan)
@@ -374,7 +376,7 @@ class SeasonalBaseline(BaseDetector):
                     run_sign, run_start, run_sum, run_n = sign, ti, 0.0, 0
                 run_sum += di
                 run_n += 1
-                if ti - run_start >= accept and run_n >= 3:
+                if run_n >= accept_points and ti - run_start >= accept_s:
                     level, last_t = run_sum / run_n, ti
                     run_sign, run_sum, run_n = 0, 0.0, 0
                     continue
@@ -392,10 +394,7 @@ class SeasonalBaseline(BaseDetector):
     ) -> tuple[Decomposition, dict[str, list[_Track]]]:
         t = seconds(frame.index)
         z, z_slow, expected, lower, upper = {}, {}, {}, {}, {}
-        slow_halflife, slow_accept = (
-            self.slow_halflife,
-            max(self.accept_after, self.slow_accept_after),
-        )
+        points = int(self.accept_points)
         for name in self.signals_:
             model = self.models_[name]
             raw = frame[name].to_numpy() if name in frame else np.full(t.size, np.nan)
@@ -405,11 +404,11 @@ class SeasonalBaseline(BaseDetector):
             season = model.forward(raw) - d
             fast, slow = state[name]
             s = phase_lookup(model.scale, DAY_S, t)
-            level = self._track(t, d, self.clip * s, fast, model.halflife, self.accept_after)
+            level = self._track(t, d, self.clip * s, fast, model.halflife, points, 0.0)
             z[name] = (d - level) / s
             s = phase_lookup(model.slow_scale, DAY_S, t)
-            hl = max(model.halflife, slow_halflife)
-            level = self._track(t, d, self.clip * s, slow, hl, slow_accept)
+            hl = max(model.halflife, self.slow_halflife)
+            level = self._track(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
             z_slow[name] = (d - level) / s
             centre = level + season
             expected[name] = model.backward(centre)

@@ -88,7 +88,7 @@ def test_spike_and_level_shift_score_high_elsewhere_low(
 def test_lasting_shift_becomes_the_new_normal(
     train: pd.DataFrame, anomalous_test: pd.DataFrame
 ) -> None:
-    model = SeasonalBaseline(accept_after=3600.0).fit(train)
+    model = SeasonalBaseline(accept_points=3).fit(train)
     scores = model.score(anomalous_test)["rps"].to_numpy()
     before = np.delete(scores[:SHIFT], SPIKE)
     late = scores[SHIFT + DAY_POINTS // 2 :]  # 12 hours after the step
@@ -413,7 +413,7 @@ def test_use_before_fit_raises(method: str, clean_test: pd.DataFrame) -> None:
         ("level_halflife", 0.0),
         ("level_halflife", float("nan")),
         ("clip", -1.0),
-        ("accept_after", -1.0),
+        ("accept_points", 0),
         ("band", 0.0),
         ("band", float("inf")),
         ("directions", "sideways"),
