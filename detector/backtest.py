@@ -29,7 +29,7 @@ class BacktestSettings:
     refit_every: float = 6 * 3600.0
     training_window: float = 14 * DAY_S
     min_train_points: int = 50
-    min_train_span: float = DAY_S
+    min_train_span: float = 2 * DAY_S
 
     def __post_init__(self) -> None:
         check_range("refit_every", self.refit_every, 0.0, np.inf, closed="neither")

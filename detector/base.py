@@ -62,10 +62,13 @@ def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
         raise TypeError("the frame must have a DatetimeIndex (one row per timestamp)")
     if frame.shape[1] == 0:
         raise ValueError("the frame has no signal columns")
-    out = frame.astype("float64")
+    out = frame if (frame.dtypes == np.float64).all() else frame.astype("float64")
     if not out.index.is_monotonic_increasing:
         out = out.sort_index(kind="stable")
-    return out.replace([np.inf, -np.inf], np.nan)
+    values = out.to_numpy()
+    if np.isinf(values).any():
+        out = out.replace([np.inf, -np.inf], np.nan)
+    return out
 
 
 Directions = str | dict[str, str]

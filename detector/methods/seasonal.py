@@ -99,6 +99,40 @@ def _robust_sigma(dev: np.ndarray) -> float:
     return float(max(_MAD_TO_SIGMA * mad, q90 / _Q90_TO_SIGMA))
 
 
+def _ewma_before(d: np.ndarray, halflife_points: float) -> np.ndarray:
+    """Exponential moving average of the points before each one (the first sees itself)."""
+    a = 1.0 - 2.0 ** (-1.0 / max(halflife_points, 1e-9))
+    level, _ = lfilter([a], [1.0, a - 1.0], d, zi=[(1.0 - a) * d[0]])
+    return np.r_[d[0], level[:-1]]
+
+
+def _binned_quantiles(
+    bins: np.ndarray, values: np.ndarray, n_bins: int, qs: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles ``qs`` of ``values`` within each bin (NaN for empty bins), and the bin sizes.
+
+    One sort for all bins, then linear interpolation between order statistics as
+    ``numpy.quantile`` does.
+
+    >>> q, n = _binned_quantiles(np.array([0, 0, 0, 2]), np.array([3.0, 1.0, 2.0, 5.0]), 3, [0.5])
+    >>> q.ravel().tolist(), n.tolist()
+    ([2.0, nan, 5.0], [3.0, 0.0, 1.0])
+    """
+    order = np.lexsort((values, bins))
+    ordered = values[order]
+    edges = np.searchsorted(bins[order], np.arange(n_bins + 1))
+    lo, size = edges[:-1], np.diff(edges)
+    out = np.full((n_bins, len(qs)), np.nan)
+    has = size > 0
+    for j, q in enumerate(qs):
+        pos = lo[has] + q * (size[has] - 1)
+        below = np.floor(pos).astype(np.int64)
+        above = np.minimum(below + 1, lo[has] + size[has] - 1)
+        frac = pos - below
+        out[has, j] = ordered[below] * (1.0 - frac) + ordered[above] * frac
+    return out, size.astype(np.float64)
+
+
 def _best_halflife(d: np.ndarray) -> float:
     """Half-life, in points, of the exponential smoothing with the least one-step absolute error."""
     d = d[np.isfinite(d)]
@@ -106,9 +140,7 @@ def _best_halflife(d: np.ndarray) -> float:
         return float(_HALFLIVES[-1])
     errors = []
     for h in _HALFLIVES:
-        a = 1.0 - 2.0 ** (-1.0 / h)
-        level, _ = lfilter([a], [1.0, a - 1.0], d, zi=[(1.0 - a) * d[0]])
-        errors.append(np.mean(np.abs(d[1:] - level[:-1])))
+        errors.append(np.mean(np.abs(d[1:] - _ewma_before(d, h)[1:])))
     # Prefer the smoother tracker unless a faster one is clearly better (1 % margin).
     best = min(errors)
     return float(max(h for h, e in zip(_HALFLIVES, errors, strict=True) if e <= 1.01 * best))
@@ -254,10 +286,9 @@ class SeasonalBaseline(BaseDetector):
         # The trackers' first points have no history; leave them out of the scale estimates.
         settle = min(x.size // 5, 50)
         typical = float(np.median(np.abs(x)))
-        no_clip = np.full(x.size, math.inf)
         scales = []
         for hl in (halflife, max(halflife, self.slow_halflife)):
-            resid = deseason - self._track(t, deseason, no_clip, _Track(), hl, 1, math.inf)
+            resid = deseason - _ewma_before(deseason, hl / step)
             scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
         return _SignalModel(profile, period, *scales, how, halflife, offset)
 
@@ -282,10 +313,20 @@ class SeasonalBaseline(BaseDetector):
         # (a batch job, a shift change) are kept rather than smoothed into ramps.
         width = DAY_S / self.bins_per_day
         key = np.floor(t / width).astype(np.int64)
-        agg = pd.Series(x).groupby(key).median()
-        full = agg.reindex(np.arange(key[0], key[-1] + 1)).interpolate(limit_direction="both")
+        medians, _ = _binned_quantiles(key - key[0], x, int(key[-1] - key[0]) + 1, [0.5])
+        full = pd.Series(medians[:, 0], index=np.arange(key[0], key[-1] + 1))
+        full = full.interpolate(limit_direction="both")
         n_bins = round(period / width)
-        res = STL(full.to_numpy(), period=n_bins).fit()
+        # STL's *_jump parameters evaluate its loess smoothers every few points and interpolate;
+        # on these smooth bin medians that changes nothing measurable and saves most of the cost.
+        jump = max(1, n_bins // 12)
+        res = STL(
+            full.to_numpy(),
+            period=n_bins,
+            seasonal_jump=jump,
+            trend_jump=math.ceil(1.5 * jump),
+            low_pass_jump=jump,
+        ).fit()
         seasonal, remainder = res.seasonal, res.resid
         total = np.var(seasonal + remainder)
         strength = 1.0 - np.var(remainder) / total if total > 1e-12 * np.mean(full**2) else 0.0
@@ -302,13 +343,12 @@ class SeasonalBaseline(BaseDetector):
         trend = np.interp(t, centres, res.trend)
         resid = x - trend - phase_lookup(base, period, t)
         n_fine = max(n_bins, round(period / max(step, _FINEST_BIN_S)))
-        groups = pd.Series(resid).groupby(phase_of(t, period, period / n_fine))
-        stats = pd.DataFrame({"median": groups.median(), "size": groups.size()})
-        stats = stats.reindex(range(n_fine)).fillna(0.0)
+        medians, size = _binned_quantiles(
+            phase_of(t, period, period / n_fine), resid, n_fine, [0.5]
+        )
         # Each fine bin's correction is shrunk by how few cycles it has seen, so a weekly
         # profile from two weeks is not two weeks of noise.
-        shrink = stats["size"] / (stats["size"] + _PROFILE_SHRINK_POINTS)
-        fine = (stats["median"] * shrink).to_numpy()
+        fine = np.nan_to_num(medians[:, 0]) * size / (size + _PROFILE_SHRINK_POINTS)
         profile = np.interp(
             (np.arange(n_fine) + 0.5) / n_fine,
             (np.arange(n_bins + 2) - 0.5) / n_bins,
@@ -332,13 +372,9 @@ class SeasonalBaseline(BaseDetector):
         # the scale positive as soon as anything varies at all.
         floor = max(floor, 0.5 * 1.2533 * float(np.mean(dev)), 0.25 * overall)
         overall = max(overall, floor)
-        groups = pd.Series(dev).groupby(phase_of(t, DAY_S, DAY_S / bins))
-        stats = pd.DataFrame(
-            {"median": groups.median(), "q90": groups.quantile(0.9), "size": groups.size()}
-        ).reindex(range(bins))
-        per_bin = np.maximum(_MAD_TO_SIGMA * stats["median"], stats["q90"] / _Q90_TO_SIGMA)
-        per_bin = per_bin.fillna(overall).to_numpy()
-        count = stats["size"].fillna(0.0).to_numpy()
+        q, count = _binned_quantiles(phase_of(t, DAY_S, DAY_S / bins), dev, bins, [0.5, 0.9])
+        per_bin = np.maximum(_MAD_TO_SIGMA * q[:, 0], q[:, 1] / _Q90_TO_SIGMA)
+        per_bin = np.where(np.isfinite(per_bin), per_bin, overall)
         shrunk = (count * per_bin + _SHRINK_POINTS * overall) / (count + _SHRINK_POINTS)
         return np.maximum(shrunk, floor)
 
@@ -358,17 +394,22 @@ class SeasonalBaseline(BaseDetector):
     ) -> np.ndarray:
         """Run a level tracker; return the level each row is judged against (before the row)."""
         out = np.full(d.size, np.nan)
-        level, last_t = st.level, st.last_t
+        ok = np.flatnonzero(np.isfinite(d))  # a missing value leaves the state waiting
+        if ok.size == 0:
+            return out
+        tf = t[ok]
+        prev_t = tf[0] if math.isnan(st.last_t) else st.last_t
+        elapsed = np.maximum(np.diff(tf, prepend=prev_t), 0.0)
+        gains = (-np.expm1(-math.log(2.0) / halflife * elapsed)).tolist()
+        level = st.level
         run_sign, run_start, run_sum, run_n = st.run_sign, st.run_start, st.run_sum, st.run_n
-        decay = -math.log(2.0) / halflife
-        for i, (ti, di, li) in enumerate(zip(t.tolist(), d.tolist(), lim.tolist(), strict=True)):
-            if di != di:  # NaN: no observation, the state waits
-                continue
+        seen = np.empty(ok.size)
+        rows = zip(tf.tolist(), d[ok].tolist(), lim[ok].tolist(), gains, strict=True)
+        for i, (ti, di, li, gain) in enumerate(rows):
             if level != level:
-                level, last_t = di, ti
-                out[i] = di
+                level = seen[i] = di
                 continue
-            out[i] = level
+            seen[i] = level
             r = di - level
             if r > li or r < -li:
                 sign = 1 if r > 0 else -1
@@ -377,15 +418,15 @@ class SeasonalBaseline(BaseDetector):
                 run_sum += di
                 run_n += 1
                 if run_n >= accept_points and ti - run_start >= accept_s:
-                    level, last_t = run_sum / run_n, ti
+                    level = run_sum / run_n
                     run_sign, run_sum, run_n = 0, 0.0, 0
                     continue
                 r = sign * li
             elif r * run_sign < 0:
                 run_sign, run_sum, run_n = 0, 0.0, 0
-            level += (1.0 - math.exp(decay * max(ti - last_t, 0.0))) * r
-            last_t = ti
-        st.level, st.last_t = level, last_t
+            level += gain * r
+        out[ok] = seen
+        st.level, st.last_t = level, float(tf[-1])
         st.run_sign, st.run_start, st.run_sum, st.run_n = run_sign, run_start, run_sum, run_n
         return out
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from detector.base import NotFittedError
-from detector.ensemble import FAMILIES, JOINT, Ensemble, EnsembleScores
+from detector.ensemble import DEFAULT_FAMILIES, FAMILIES, JOINT, Ensemble, EnsembleScores
 
 DAY_POINTS = 288  # 5-minute steps
 TRAIN_DAYS = 4
@@ -43,7 +43,7 @@ def test_day(data: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model(train: pd.DataFrame) -> Ensemble:
-    return Ensemble(directions={"latency": "up"}).fit(train)
+    return Ensemble(directions={"latency": "up"}, families=FAMILIES).fit(train)
 
 
 SPIKE = 150
@@ -265,7 +265,7 @@ def test_too_few_rows() -> None:
 def test_get_params_round_trip() -> None:
     model = Ensemble(directions={"latency": "up"}, window=12, horizon=3600.0, min_points=3)
     params = model.get_params()
-    assert params["window"] == 12 and params["families"] == FAMILIES
+    assert params["window"] == 12 and params["families"] == DEFAULT_FAMILIES
     assert Ensemble(**params).get_params() == params
     with pytest.raises(ValueError, match="unknown parameter"):
         model.set_params(windows=3)
