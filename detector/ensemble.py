@@ -102,9 +102,9 @@ class Ensemble(ParamsMixin):
         band: float = 3.0,
         window: int = 8,
         horizon: float = DAY_S,
-        enter: float = 0.9,
+        enter: float = 0.95,
         leave: float = 0.5,
-        min_points: int = 2,
+        min_points: int = 1,
         random_state: int = 0,
     ) -> None:
         self.directions = directions
