@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 from statsmodels.tsa.seasonal import STL
 
 from detector.base import (
@@ -30,12 +29,12 @@ from detector.base import (
     check_range,
     direction_for,
 )
+from detector.robust import MAD_TO_SIGMA, Q90_TO_SIGMA, binned_quantiles, robust_sigma
 from detector.timeutil import DAY_S, WEEK_S, phase_lookup, phase_of, seconds
+from detector.tracking import Track, best_halflife, ewma_before, track_level
 
 __all__ = ["Decomposition", "SeasonalBaseline"]
 
-_MAD_TO_SIGMA = 1.4826
-_Q90_TO_SIGMA = 1.6449
 _FINEST_BIN_S = 300.0
 _PROFILE_SHRINK_POINTS = 10.0
 _SHRINK_POINTS = 30.0
@@ -76,74 +75,6 @@ class _SignalModel:
 
     def backward(self, y: np.ndarray) -> np.ndarray:
         return y if math.isnan(self.offset) else np.exp(y) - self.offset
-
-
-@dataclass
-class _Track:
-    level: float = math.nan
-    last_t: float = math.nan
-    run_sign: int = 0
-    run_start: float = 0.0
-    run_sum: float = 0.0
-    run_n: int = 0
-
-
-_HALFLIVES = np.array([0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
-
-
-def _robust_sigma(dev: np.ndarray) -> float:
-    """Normal-consistent scale of absolute deviations: the MAD, or the 90th percentile if larger."""
-    if dev.size == 0:
-        return 0.0
-    mad, q90 = np.quantile(dev, [0.5, 0.9])
-    return float(max(_MAD_TO_SIGMA * mad, q90 / _Q90_TO_SIGMA))
-
-
-def _ewma_before(d: np.ndarray, halflife_points: float) -> np.ndarray:
-    """Exponential moving average of the points before each one (the first sees itself)."""
-    a = 1.0 - 2.0 ** (-1.0 / max(halflife_points, 1e-9))
-    level, _ = lfilter([a], [1.0, a - 1.0], d, zi=[(1.0 - a) * d[0]])
-    return np.r_[d[0], level[:-1]]
-
-
-def _binned_quantiles(
-    bins: np.ndarray, values: np.ndarray, n_bins: int, qs: list[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Quantiles ``qs`` of ``values`` within each bin (NaN for empty bins), and the bin sizes.
-
-    One sort for all bins, then linear interpolation between order statistics as
-    ``numpy.quantile`` does.
-
-    >>> q, n = _binned_quantiles(np.array([0, 0, 0, 2]), np.array([3.0, 1.0, 2.0, 5.0]), 3, [0.5])
-    >>> q.ravel().tolist(), n.tolist()
-    ([2.0, nan, 5.0], [3.0, 0.0, 1.0])
-    """
-    order = np.lexsort((values, bins))
-    ordered = values[order]
-    edges = np.searchsorted(bins[order], np.arange(n_bins + 1))
-    lo, size = edges[:-1], np.diff(edges)
-    out = np.full((n_bins, len(qs)), np.nan)
-    has = size > 0
-    for j, q in enumerate(qs):
-        pos = lo[has] + q * (size[has] - 1)
-        below = np.floor(pos).astype(np.int64)
-        above = np.minimum(below + 1, lo[has] + size[has] - 1)
-        frac = pos - below
-        out[has, j] = ordered[below] * (1.0 - frac) + ordered[above] * frac
-    return out, size.astype(np.float64)
-
-
-def _best_halflife(d: np.ndarray) -> float:
-    """Half-life, in points, of the exponential smoothing with the least one-step absolute error."""
-    d = d[np.isfinite(d)]
-    if d.size < 16:
-        return float(_HALFLIVES[-1])
-    errors = []
-    for h in _HALFLIVES:
-        errors.append(np.mean(np.abs(d[1:] - _ewma_before(d, h)[1:])))
-    # Prefer the smoother tracker unless a faster one is clearly better (1 % margin).
-    best = min(errors)
-    return float(max(h for h, e in zip(_HALFLIVES, errors, strict=True) if e <= 1.01 * best))
 
 
 class SeasonalBaseline(BaseDetector):
@@ -236,7 +167,7 @@ class SeasonalBaseline(BaseDetector):
         check_directions(self.directions)
 
     # -- fitting ------------------------------------------------------------------------------
-    def _fit_model(self, frame: pd.DataFrame) -> dict[str, list[_Track]]:
+    def _fit_model(self, frame: pd.DataFrame) -> dict[str, list[Track]]:
         t_all = seconds(frame.index)
         self.models_: dict[str, _SignalModel] = {}
         self.seasonality_: dict[str, str] = {}
@@ -247,7 +178,7 @@ class SeasonalBaseline(BaseDetector):
             model = self._fit_signal(t_all[ok], x[ok])
             self.models_[name] = model
             self.seasonality_[name] = model.seasonality
-        return {name: [_Track(), _Track()] for name in frame.columns}
+        return {name: [Track(), Track()] for name in frame.columns}
 
     def _offset(self, x: np.ndarray) -> float:
         positive = x[x > 0]
@@ -280,7 +211,7 @@ class SeasonalBaseline(BaseDetector):
                 period = 0.0
         deseason = x - phase_lookup(profile, period, t) if period else x
         if self.level_halflife == "auto":
-            halflife = _best_halflife(deseason) * step
+            halflife = best_halflife(deseason) * step
         else:
             halflife = float(self.level_halflife)
         # The trackers' first points have no history; leave them out of the scale estimates.
@@ -288,7 +219,7 @@ class SeasonalBaseline(BaseDetector):
         typical = float(np.median(np.abs(x)))
         scales = []
         for hl in (halflife, max(halflife, self.slow_halflife)):
-            resid = deseason - _ewma_before(deseason, hl / step)
+            resid = deseason - ewma_before(deseason, hl / step)
             scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
         return _SignalModel(profile, period, *scales, how, halflife, offset)
 
@@ -313,7 +244,7 @@ class SeasonalBaseline(BaseDetector):
         # (a batch job, a shift change) are kept rather than smoothed into ramps.
         width = DAY_S / self.bins_per_day
         key = np.floor(t / width).astype(np.int64)
-        medians, _ = _binned_quantiles(key - key[0], x, int(key[-1] - key[0]) + 1, [0.5])
+        medians, _ = binned_quantiles(key - key[0], x, int(key[-1] - key[0]) + 1, [0.5])
         full = pd.Series(medians[:, 0], index=np.arange(key[0], key[-1] + 1))
         full = full.interpolate(limit_direction="both")
         n_bins = round(period / width)
@@ -343,9 +274,7 @@ class SeasonalBaseline(BaseDetector):
         trend = np.interp(t, centres, res.trend)
         resid = x - trend - phase_lookup(base, period, t)
         n_fine = max(n_bins, round(period / max(step, _FINEST_BIN_S)))
-        medians, size = _binned_quantiles(
-            phase_of(t, period, period / n_fine), resid, n_fine, [0.5]
-        )
+        medians, size = binned_quantiles(phase_of(t, period, period / n_fine), resid, n_fine, [0.5])
         # Each fine bin's correction is shrunk by how few cycles it has seen, so a weekly
         # profile from two weeks is not two weeks of noise.
         fine = np.nan_to_num(medians[:, 0]) * size / (size + _PROFILE_SHRINK_POINTS)
@@ -366,14 +295,14 @@ class SeasonalBaseline(BaseDetector):
         if resid.size == 0:
             return np.full(bins, floor)
         dev = np.abs(resid - np.median(resid))
-        overall = _robust_sigma(dev)
+        overall = robust_sigma(dev)
         # Ratios of small counts are mostly one value with rare large ones: their MAD is 0 while
         # the rare values are ordinary. The 90th percentile sees them; the mean deviation keeps
         # the scale positive as soon as anything varies at all.
         floor = max(floor, 0.5 * 1.2533 * float(np.mean(dev)), 0.25 * overall)
         overall = max(overall, floor)
-        q, count = _binned_quantiles(phase_of(t, DAY_S, DAY_S / bins), dev, bins, [0.5, 0.9])
-        per_bin = np.maximum(_MAD_TO_SIGMA * q[:, 0], q[:, 1] / _Q90_TO_SIGMA)
+        q, count = binned_quantiles(phase_of(t, DAY_S, DAY_S / bins), dev, bins, [0.5, 0.9])
+        per_bin = np.maximum(MAD_TO_SIGMA * q[:, 0], q[:, 1] / Q90_TO_SIGMA)
         per_bin = np.where(np.isfinite(per_bin), per_bin, overall)
         shrunk = (count * per_bin + _SHRINK_POINTS * overall) / (count + _SHRINK_POINTS)
         return np.maximum(shrunk, floor)
@@ -382,57 +311,9 @@ class SeasonalBaseline(BaseDetector):
     def _fixed_halflife(self, step: float) -> float:
         return step if self.level_halflife == "auto" else float(self.level_halflife)
 
-    def _track(
-        self,
-        t: np.ndarray,
-        d: np.ndarray,
-        lim: np.ndarray,
-        st: _Track,
-        halflife: float,
-        accept_points: int,
-        accept_s: float,
-    ) -> np.ndarray:
-        """Run a level tracker; return the level each row is judged against (before the row)."""
-        out = np.full(d.size, np.nan)
-        ok = np.flatnonzero(np.isfinite(d))  # a missing value leaves the state waiting
-        if ok.size == 0:
-            return out
-        tf = t[ok]
-        prev_t = tf[0] if math.isnan(st.last_t) else st.last_t
-        elapsed = np.maximum(np.diff(tf, prepend=prev_t), 0.0)
-        gains = (-np.expm1(-math.log(2.0) / halflife * elapsed)).tolist()
-        level = st.level
-        run_sign, run_start, run_sum, run_n = st.run_sign, st.run_start, st.run_sum, st.run_n
-        seen = np.empty(ok.size)
-        rows = zip(tf.tolist(), d[ok].tolist(), lim[ok].tolist(), gains, strict=True)
-        for i, (ti, di, li, gain) in enumerate(rows):
-            if level != level:
-                level = seen[i] = di
-                continue
-            seen[i] = level
-            r = di - level
-            if r > li or r < -li:
-                sign = 1 if r > 0 else -1
-                if sign != run_sign:
-                    run_sign, run_start, run_sum, run_n = sign, ti, 0.0, 0
-                run_sum += di
-                run_n += 1
-                if run_n >= accept_points and ti - run_start >= accept_s:
-                    level = run_sum / run_n
-                    run_sign, run_sum, run_n = 0, 0.0, 0
-                    continue
-                r = sign * li
-            elif r * run_sign < 0:
-                run_sign, run_sum, run_n = 0, 0.0, 0
-            level += gain * r
-        out[ok] = seen
-        st.level, st.last_t = level, float(tf[-1])
-        st.run_sign, st.run_start, st.run_sum, st.run_n = run_sign, run_start, run_sum, run_n
-        return out
-
     def _decompose(
-        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
-    ) -> tuple[Decomposition, dict[str, list[_Track]]]:
+        self, frame: pd.DataFrame, state: dict[str, list[Track]]
+    ) -> tuple[Decomposition, dict[str, list[Track]]]:
         t = seconds(frame.index)
         z, z_slow, expected, lower, upper = {}, {}, {}, {}, {}
         points = int(self.accept_points)
@@ -445,11 +326,11 @@ class SeasonalBaseline(BaseDetector):
             season = model.forward(raw) - d
             fast, slow = state[name]
             s = phase_lookup(model.scale, DAY_S, t)
-            level = self._track(t, d, self.clip * s, fast, model.halflife, points, 0.0)
+            level = track_level(t, d, self.clip * s, fast, model.halflife, points, 0.0)
             z[name] = (d - level) / s
             s = phase_lookup(model.slow_scale, DAY_S, t)
             hl = max(model.halflife, self.slow_halflife)
-            level = self._track(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
+            level = track_level(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
             z_slow[name] = (d - level) / s
             centre = level + season
             expected[name] = model.backward(centre)
@@ -462,14 +343,14 @@ class SeasonalBaseline(BaseDetector):
         return dec, state
 
     def _run(
-        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
-    ) -> tuple[pd.DataFrame, dict[str, list[_Track]]]:
+        self, frame: pd.DataFrame, state: dict[str, list[Track]]
+    ) -> tuple[pd.DataFrame, dict[str, list[Track]]]:
         dec, state = self._decompose(frame, state)
         return self.scores_from(dec.z), state
 
     def _run_training(
-        self, frame: pd.DataFrame, state: dict[str, list[_Track]]
-    ) -> tuple[pd.DataFrame, dict[str, list[_Track]]]:
+        self, frame: pd.DataFrame, state: dict[str, list[Track]]
+    ) -> tuple[pd.DataFrame, dict[str, list[Track]]]:
         # Other families learn from the training residuals: keep them rather than recompute.
         self.train_decomposition_, state = self._decompose(frame, state)
         return self.scores_from(self.train_decomposition_.z), state
@@ -484,6 +365,6 @@ class SeasonalBaseline(BaseDetector):
         self._check_fitted()
         state = self.state_
         if not advance:
-            state = {k: [_Track(**vars(tr)) for tr in v] for k, v in state.items()}
+            state = {k: [Track(**vars(tr)) for tr in v] for k, v in state.items()}
         dec, _ = self._decompose(check_frame(frame), state)
         return dec
