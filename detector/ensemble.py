@@ -211,21 +211,35 @@ class Ensemble(ParamsMixin):
         for name, member in self.members_.items():
             z = dec.z_slow if name == "levelshift" else dec.z
             raw[name] = member.update(z) if advance else member.score(z)
-        calibrated = {
-            (column, family): self.calibrators_[(column, family)].transform(scores[column])
-            for family, scores in raw.items()
-            for column in scores.columns
-        }
-        detector_scores = pd.DataFrame(calibrated, index=frame.index)
-        per_signal = {
-            name: detector_scores.xs(name, axis=1, level=0).max(axis=1) for name in self.signals_
-        }
-        signal_scores = pd.DataFrame(per_signal, index=frame.index)
-        overall = detector_scores.max(axis=1)
+        # (rows, columns) per family, then the per-signal maximum across families: plain arrays,
+        # since per-column pandas operations dominate when many signals are scored at once.
+        blocks, keys = [], []
+        for family, scores in raw.items():
+            arr = scores.to_numpy()
+            blocks.append(
+                np.column_stack(
+                    [
+                        self.calibrators_[(column, family)].transform(arr[:, j])
+                        for j, column in enumerate(scores.columns)
+                    ]
+                )
+            )
+            keys += [(column, family) for column in scores.columns]
+        matrix = np.hstack(blocks)
+        detector_scores = pd.DataFrame(
+            matrix, index=frame.index, columns=pd.MultiIndex.from_tuples(keys)
+        )
+        n = len(self.signals_)
+        per_signal = blocks[0][:, :n].copy()
+        for family, block in zip(raw, blocks, strict=True):
+            if family != "iforest":
+                np.maximum(per_signal, block, out=per_signal)
+        signal_scores = pd.DataFrame(per_signal, index=frame.index, columns=self.signals_)
+        overall = pd.Series(matrix.max(axis=1), index=frame.index)
         hyst = self.hysteresis_ if advance else _copy_hysteresis(self.hysteresis_)
+        decided = [hyst[name].decide(per_signal[:, j]) for j, name in enumerate(self.signals_)]
         signal_anomalous = pd.DataFrame(
-            {name: hyst[name].decide(signal_scores[name].to_numpy()) for name in self.signals_},
-            index=frame.index,
+            np.column_stack(decided), index=frame.index, columns=self.signals_
         )
         return EnsembleScores(
             anomaly_score=overall.rename("anomaly_score"),

@@ -42,15 +42,17 @@ def phase_of(t: np.ndarray, period: float, width: float) -> np.ndarray:
 def phase_lookup(table: np.ndarray, period: float, t: np.ndarray) -> np.ndarray:
     """Value of a per-bin table at each time, interpolated linearly between bin centres (cyclic).
 
+    A 2-D table holds one row of bins per series and gives one row of values per series.
+
     >>> phase_lookup(np.array([0.0, 1.0]), DAY_S, np.array([21600.0, 43200.0])).tolist()
     [0.0, 0.5]
     """
-    n = table.size
+    n = table.shape[-1]
     pos = _phase(t, period) / (period / n) - 0.5
     lower = np.floor(pos)
     frac = pos - lower
     i0 = lower.astype(np.int64) % n
-    return table[i0] * (1.0 - frac) + table[(i0 + 1) % n] * frac
+    return table[..., i0] * (1.0 - frac) + table[..., (i0 + 1) % n] * frac
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S, "w": WEEK_S}

@@ -20,6 +20,7 @@ import pandas as pd
 from statsmodels.tsa.seasonal import STL
 
 from detector.base import (
+    DIRECTIONS,
     BaseDetector,
     Directions,
     apply_direction,
@@ -315,31 +316,33 @@ class SeasonalBaseline(BaseDetector):
         self, frame: pd.DataFrame, state: dict[str, list[Track]]
     ) -> tuple[Decomposition, dict[str, list[Track]]]:
         t = seconds(frame.index)
-        z, z_slow, expected, lower, upper = {}, {}, {}, {}, {}
+        # One array per output, filled column by column: building frames from dicts of many
+        # columns dominates the cost when a thousand signals are scored one row at a time.
+        values = frame.reindex(columns=self.signals_).to_numpy()
+        parts = np.empty((5, t.size, len(self.signals_)))
         points = int(self.accept_points)
-        for name in self.signals_:
-            model = self.models_[name]
-            raw = frame[name].to_numpy() if name in frame else np.full(t.size, np.nan)
-            d = model.forward(raw)
-            if model.period_s:
-                d = d - phase_lookup(model.profile, model.period_s, t)
-            season = model.forward(raw) - d
+        models = [self.models_[name] for name in self.signals_]
+        fast_scales = phase_lookup(np.stack([m.scale for m in models]), DAY_S, t)
+        slow_scales = phase_lookup(np.stack([m.slow_scale for m in models]), DAY_S, t)
+        for j, name in enumerate(self.signals_):
+            model = models[j]
+            x = model.forward(values[:, j])
+            season = phase_lookup(model.profile, model.period_s, t) if model.period_s else 0.0
+            d = x - season
             fast, slow = state[name]
-            s = phase_lookup(model.scale, DAY_S, t)
+            s = fast_scales[j]
             level = track_level(t, d, self.clip * s, fast, model.halflife, points, 0.0)
-            z[name] = (d - level) / s
-            s = phase_lookup(model.slow_scale, DAY_S, t)
+            parts[0, :, j] = (d - level) / s
+            s = slow_scales[j]
             hl = max(model.halflife, self.slow_halflife)
             level = track_level(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
-            z_slow[name] = (d - level) / s
+            parts[1, :, j] = (d - level) / s
             centre = level + season
-            expected[name] = model.backward(centre)
-            lower[name] = model.backward(centre - self.band * s)
-            upper[name] = model.backward(centre + self.band * s)
-        idx = frame.index
-        dec = Decomposition(
-            *(pd.DataFrame(part, index=idx) for part in (z, z_slow, expected, lower, upper))
-        )
+            parts[2, :, j] = model.backward(centre)
+            parts[3, :, j] = model.backward(centre - self.band * s)
+            parts[4, :, j] = model.backward(centre + self.band * s)
+        idx, cols = frame.index, pd.Index(self.signals_)
+        dec = Decomposition(*(pd.DataFrame(part, index=idx, columns=cols) for part in parts))
         return dec, state
 
     def _run(
@@ -357,8 +360,15 @@ class SeasonalBaseline(BaseDetector):
 
     def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
         """Direction-aware raw scores of signed standardised residuals."""
-        out = {n: apply_direction(z[n].to_numpy(), direction_for(self.directions, n)) for n in z}
-        return pd.DataFrame(out, index=z.index)
+        values = z.to_numpy()
+        out = np.empty_like(values)
+        for direction in DIRECTIONS:
+            cols = [
+                j for j, n in enumerate(z.columns) if direction_for(self.directions, n) == direction
+            ]
+            if cols:
+                out[:, cols] = apply_direction(values[:, cols], direction)
+        return pd.DataFrame(out, index=z.index, columns=z.columns)
 
     def decompose(self, frame: pd.DataFrame, *, advance: bool = False) -> Decomposition:
         """Residuals, expectations and scales of ``frame``; ``advance`` keeps the tracker state."""
