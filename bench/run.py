@@ -101,12 +101,16 @@ def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
     points = sum(f.shape[0] for f in frames.values())
     smallest = min(frames.values(), key=len)
     backtest(smallest.iloc[:800])  # warm-up: imports, first-call caches (one refit)
-    timings = {}
+    timings, loads = {}, {}
     for jobs in (1, 2):
         start = time.perf_counter()
         outputs = backtest_many(frames, jobs=jobs)
         timings[jobs] = time.perf_counter() - start
-        print(f"  NAB backtest jobs={jobs}: {timings[jobs]:.1f} s", flush=True)
+        load = loads[jobs] = os.getloadavg()[0]
+        print(
+            f"  NAB backtest jobs={jobs}: {timings[jobs]:.1f} s (load average {load:.2f})",
+            flush=True,
+        )
     # Naive and detector on the same files, alternately, until the budget is spent; the corpus
     # estimate scales the measured corpus time by their ratio (cost follows refits, not points).
     order = sorted(frames)
@@ -148,7 +152,7 @@ def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
     }
     return [
         Figure(f"NAB backtest, {label}, {points:,} pts, jobs={j}", 60.0, timings[j], naive_total,
-               note, {**details, "jobs": j})
+               note, {**details, "jobs": j, "load_avg_after": loads[j]})
         for j in (1, 2)
     ]  # fmt: skip
 
