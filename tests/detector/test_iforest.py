@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-from itertools import pairwise
-
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from detector.base import NotFittedError
 from detector.methods.iforest import JOINT, IsolationForestDetector
 
 STEP = pd.Timedelta("30s")
@@ -140,38 +134,6 @@ def test_max_train_subsamples(correlated: pd.DataFrame) -> None:
     rows[2] = [9.0, 9.0]
     scores = det.score(frame_after(correlated.index, rows))[JOINT]
     assert scores.iloc[2] > det.train_scores_[JOINT].quantile(0.99)
-
-
-@pytest.fixture(scope="module")
-def streaming_setup(correlated: pd.DataFrame):
-    det = IsolationForestDetector(n_estimators=30, random_state=0).fit(correlated.iloc[:1000])
-    test = correlated.iloc[1000:1300].copy()
-    test.iloc[40:60, 0] += 4.0
-    test.iloc[100:105, 1] = np.nan
-    return det, test, det.score(test)
-
-
-@settings(max_examples=20, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=5))
-def test_update_in_pieces_equals_score(streaming_setup, cuts: list[int]) -> None:
-    det, test, batch = streaming_setup
-    stream = copy.deepcopy(det)
-    bounds = [0, *sorted(cuts), len(test)]
-    pieces = [stream.update(test.iloc[lo:hi]) for lo, hi in pairwise(bounds)]
-    np.testing.assert_allclose(
-        pd.concat(pieces).to_numpy(), batch.to_numpy(), rtol=1e-9, atol=1e-12
-    )
-
-
-def test_score_leaves_state_alone(streaming_setup) -> None:
-    det, test, batch = streaming_setup
-    pd.testing.assert_frame_equal(det.score(test), batch)
-
-
-@pytest.mark.parametrize("method", ["score", "update"])
-def test_use_before_fit_raises(method: str, correlated: pd.DataFrame) -> None:
-    with pytest.raises(NotFittedError, match="not fitted"):
-        getattr(IsolationForestDetector(), method)(correlated)
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import math
-from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from detector.base import NotFittedError
 from detector.methods.levelshift import LevelShiftDetector
 
 STEP = "30s"
@@ -143,38 +138,6 @@ def test_empty_frame(noise: pd.DataFrame) -> None:
     out = det.update(noise.iloc[100:100])
     assert out.shape == (0, 2)
     pd.testing.assert_frame_equal(det.score(noise.iloc[100:120]), det.score(noise.iloc[100:120]))
-
-
-@pytest.fixture(scope="module")
-def streaming_setup(noise: pd.DataFrame):
-    test = noise.iloc[500:800].copy()
-    test.iloc[50:70, 0] = np.nan
-    test.iloc[100:140, 1] += 3.0
-    det = LevelShiftDetector(window=8).fit(noise.iloc[:500])
-    return det, test, det.score(test)
-
-
-@settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=5))
-def test_update_in_pieces_equals_score(streaming_setup, cuts: list[int]) -> None:
-    det, test, batch = streaming_setup
-    stream = copy.deepcopy(det)
-    bounds = [0, *sorted(cuts), len(test)]
-    pieces = [stream.update(test.iloc[lo:hi]) for lo, hi in pairwise(bounds)]
-    np.testing.assert_allclose(
-        pd.concat(pieces).to_numpy(), batch.to_numpy(), rtol=1e-9, atol=1e-12
-    )
-
-
-def test_score_leaves_state_alone(streaming_setup) -> None:
-    det, test, batch = streaming_setup
-    pd.testing.assert_frame_equal(det.score(test), batch)
-
-
-@pytest.mark.parametrize("method", ["score", "update"])
-def test_use_before_fit_raises(method: str, noise: pd.DataFrame) -> None:
-    with pytest.raises(NotFittedError, match="not fitted"):
-        getattr(LevelShiftDetector(), method)(noise)
 
 
 @pytest.mark.parametrize(

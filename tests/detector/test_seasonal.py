@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-from itertools import pairwise
-
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from detector.base import NotFittedError
 from detector.ensemble import Ensemble
@@ -361,36 +356,6 @@ def test_score_does_not_change_the_model(
     first = fitted.score(anomalous_test)
     second = fitted.score(anomalous_test)
     pd.testing.assert_frame_equal(first, second)
-
-
-@pytest.fixture(scope="module")
-def streaming_setup(train: pd.DataFrame, anomalous_test: pd.DataFrame):
-    test = anomalous_test.iloc[:400].copy()
-    test.iloc[150:160, 0] = np.nan  # the tracker waits through gaps
-    model = SeasonalBaseline().fit(train)
-    return model, test, model.score(test)
-
-
-@settings(max_examples=15, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=4))
-def test_update_in_pieces_equals_score(streaming_setup, cuts: list[int]) -> None:
-    model, test, batch = streaming_setup
-    stream = copy.deepcopy(model)
-    bounds = [0, *sorted(cuts), len(test)]
-    pieces = [stream.update(test.iloc[lo:hi]) for lo, hi in pairwise(bounds)]
-    streamed = pd.concat(pieces)
-    np.testing.assert_allclose(streamed.to_numpy(), batch.to_numpy(), rtol=1e-12, atol=1e-12)
-    assert streamed.index.equals(batch.index)
-
-
-def test_fit_on_whole_equals_fit_then_update() -> None:
-    """The streaming state at the end of ``fit`` is the one ``update`` would have reached."""
-    frame = seasonal_frame(4 * DAY_POINTS, seed=2)
-    model = SeasonalBaseline().fit(frame)
-    test = seasonal_frame(5 * DAY_POINTS, seed=2).iloc[4 * DAY_POINTS :]
-    replay = copy.deepcopy(model)
-    replay.reset().update(frame)
-    np.testing.assert_allclose(replay.score(test).to_numpy(), model.score(test).to_numpy())
 
 
 @pytest.mark.parametrize("method", ["score", "update", "decompose"])
