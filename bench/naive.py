@@ -1,7 +1,7 @@
 """Naive reference: the default ensemble written the obvious way, one point at a time in Python.
 
 This is the yardstick ``bench/run.py`` compares against. It follows the mathematics of ``detector``
-as of commit 9151b92 with default parameters (seasonal family only, values modelled as they are,
+as of commit 6f83df2 with default parameters (seasonal family only, values modelled as they are,
 automatic level half-life, fast and slow level trackers, median-excess tail calibration,
 hysteresis, the causal refit loop). It loops over points with plain floats, lists, dicts,
 ``statistics.median`` and ``bisect`` instead of arrays. STL is still statsmodels': a hand-written
