@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_backtest(sub: argparse._SubParsersAction) -> None:
+def _add_backtest(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "backtest",
         help="score CSV series causally, as the service would have",
@@ -54,9 +55,10 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refit-every", type=_duration, default=BacktestSettings.refit_every)
     p.add_argument("--training-window", type=_duration, default=BacktestSettings.training_window)
     p.add_argument("--jobs", type=int, default=1, help="inputs scored in parallel (default 1)")
+    return p
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
+def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="backtest labelled scenarios (and NAB) and print the evaluation table",
@@ -69,12 +71,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-file", action="store_true", help="one row per NAB file too")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--jobs", type=int, default=None, help="series in parallel (default: cores)")
+    return p
 
 
-def _add_scenarios(sub: argparse._SubParsersAction) -> None:
+def _add_scenarios(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("scenarios", help="write the labelled scenarios as CSV files")
     p.add_argument("directory", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    return p
 
 
 def _run_backtest(args: argparse.Namespace) -> int:
@@ -123,26 +127,30 @@ def _run_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+# Other components add their subcommands through a ``register(subparsers)`` function that sets
+# ``func`` on each parser; their heavy imports stay inside the handlers so ``--help`` is instant.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
         prog="llmwatch", description="Anomaly detection for LLM inference servers."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_backtest(sub)
-    _add_eval(sub)
-    _add_scenarios(sub)
+    _add_backtest(sub).set_defaults(func=_run_backtest)
+    _add_eval(sub).set_defaults(func=_run_eval)
+    _add_scenarios(sub).set_defaults(func=_run_scenarios)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
-
-
-_COMMANDS = {"backtest": _run_backtest, "eval": _run_eval, "scenarios": _run_scenarios}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmwatch`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        return int(args.func(args))
     except (InputError, ValueError, OSError) as exc:
         print(f"llmwatch {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,1 @@
+"""Inference engines behind one small async protocol (see :mod:`serving.engines.base`)."""
