@@ -1,0 +1,169 @@
+"""Pydantic schemas of the REST API: ``XPublic`` is what a response shows, ``XCreate`` a request.
+
+Times are ISO-8601 in UTC; values that are not finite (a NaN sample) are shown as ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "AnomaliesPublic",
+    "AnomalyPublic",
+    "EventPublic",
+    "EventsPublic",
+    "HealthPublic",
+    "ModelPublic",
+    "ModelsPublic",
+    "RetrainCreate",
+    "RetrainJobPublic",
+    "SeriesPublic",
+    "SignalPublic",
+    "SignalsPublic",
+    "utc",
+]
+
+SIGNAL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def utc(ts: float | None) -> datetime | None:
+    """A unix time as an aware UTC datetime (None stays None, as do non-finite times)."""
+    if ts is None or not math.isfinite(ts):
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+Value = Annotated[float | None, BeforeValidator(_finite_or_none)]
+Score = Annotated[float, Field(description="calibrated anomaly score in [0, 1]")]
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AnomalyPublic(_Public):
+    """An anomaly open now on one series."""
+
+    event_id: int
+    signal: str
+    labels: dict[str, str]
+    since: datetime
+    peak_score: Score
+    score: Score
+    actual: Value
+    expected: Value
+    lower: Value
+    upper: Value
+    detectors: list[str] = Field(description="families whose score is above the threshold")
+    contributions: dict[str, float] = Field(
+        description="isolation forest: feature -> contribution, largest first"
+    )
+
+
+class AnomaliesPublic(_Public):
+    data: list[AnomalyPublic]
+    count: int
+
+
+class EventPublic(_Public):
+    """One recorded anomaly event; ``end`` is null while it is open."""
+
+    id: int
+    signal: str
+    labels: dict[str, str]
+    start: datetime
+    end: datetime | None
+    open: bool
+    score: Score = Field(description="score at the last update")
+    peak_score: Score
+    peak_at: datetime
+    actual: Value = Field(description="value at the peak")
+    expected: Value = Field(description="expected value at the peak")
+    lower: Value
+    upper: Value
+    detectors: list[str] = Field(description="every family that fired during the event")
+    contributions: dict[str, float]
+    model_version: str | None
+
+
+class EventsPublic(_Public):
+    """A page of events, newest first; ``count`` is the number matching in all."""
+
+    data: list[EventPublic]
+    count: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class SeriesPublic(_Public):
+    """The latest scored point of one series of a signal."""
+
+    labels: dict[str, str]
+    timestamp: datetime | None
+    actual: Value
+    expected: Value
+    lower: Value
+    upper: Value
+    score: Score
+    detector_scores: dict[str, float]
+    anomalous: bool
+    stale: bool
+    model_version: str | None
+
+
+class SignalPublic(_Public):
+    name: str
+    series: list[SeriesPublic]
+
+
+class SignalsPublic(_Public):
+    data: list[SignalPublic]
+    count: int
+
+
+class ModelPublic(_Public):
+    """The model version a signal is served with (nulls before its first model)."""
+
+    signal: str
+    version: str | None
+    created_at: datetime | None
+    training_start: datetime | None
+    training_end: datetime | None
+    series: int
+    detectors: list[str]
+    evaluation: dict[str, Any]
+
+
+class ModelsPublic(_Public):
+    data: list[ModelPublic]
+    count: int
+
+
+class RetrainCreate(BaseModel):
+    """Which signal to refit; all of them when ``signal`` is omitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str | None = Field(None, pattern=SIGNAL_PATTERN)
+
+
+class RetrainJobPublic(_Public):
+    job_id: str
+    signal: str | None
+    status: Literal["queued"] = "queued"
+
+
+class HealthPublic(_Public):
+    status: Literal["ok", "unavailable"]
+    reason: str

@@ -1,0 +1,3 @@
+"""Tests of the monitoring stack: configs, rules, dashboard (a package: its conftest is its own)."""
+
+__all__: list[str] = []

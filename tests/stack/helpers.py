@@ -1,0 +1,159 @@
+"""Helpers of the stack tests: the real tools, a real Alertmanager, a webhook receiver.
+
+Servers are the Debian binaries on free loopback ports (tests skip where they are missing; CI
+installs them). Prometheus reuses :class:`support.servers.PrometheusServer` with the stack's own
+rendered ``prometheus.yml`` instead of the generated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from support.servers import PrometheusServer, free_port
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def need(binary: str) -> None:
+    """Skip the test when ``binary`` is not installed."""
+    if not os.access(binary, os.X_OK):
+        pytest.skip(
+            f"{binary} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        )
+
+
+def run_tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run promtool or amtool; the result carries both output streams."""
+    need(argv[0])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def http_json(url: str, body: Any = None) -> Any:
+    """GET (or POST ``body`` as JSON) and decode the JSON answer, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+    return json.loads(text) if text else None
+
+
+def wait_for(fetch: Callable[[], T], ready: Callable[[T], object], timeout: float = 20.0) -> T:
+    """Call ``fetch`` until ``ready`` accepts its result; the last result after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if ready(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+class WebhookReceiver:
+    """A live webhook endpoint that keeps every Alertmanager notification it receives."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                payload = json.loads(self.rfile.read(length))
+                with receiver._lock:
+                    receiver.notifications.append(payload)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.notifications)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class AlertmanagerServer:
+    """A real Alertmanager on a free port with its own storage, clustering off."""
+
+    config: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AlertmanagerServer:
+        log = open(self.workdir / "alertmanager.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [
+                ALERTMANAGER,
+                f"--config.file={self.config}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.workdir / "alertmanager.log").read_text()[-2000:])
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=2):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise RuntimeError(f"alertmanager not ready: {self.url}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@dataclass
+class StackPrometheus(PrometheusServer):
+    """:class:`PrometheusServer` on a given config file (the stack's rendered one)."""
+
+    config: Path | None = None
+
+    def write_config(self) -> Path:
+        assert self.config is not None
+        return self.config
