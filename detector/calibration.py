@@ -61,7 +61,30 @@ class TailCalibrator:
         self.threshold_ = u
         self.p_threshold_ = float(np.mean(s >= u)) if s.size else 1.0
         self.sorted_ = s
+        self.n_dropped_ = 0  # lowest scores left out of ``sorted_`` by ``compact``
         self.horizon_points_ = float(horizon_points)
+        return self
+
+    def compact(self, *, precision: float = 40.0) -> TailCalibrator:
+        """Keep only the training scores that can still change a calibrated score.
+
+        Everything at or above the tail threshold is kept, and at least the share of the highest
+        scores whose survival gives ``exp(-precision)``: below them every score calibrates to
+        at most ``exp(-precision)`` (about 4e-18 by default), before and after. Other scores are
+        unchanged. Thousands of series' calibrators then fit in little memory.
+        """
+        if not hasattr(self, "sorted_"):
+            raise NotFittedError("TailCalibrator is not fitted yet; call fit() first")
+        s = self.sorted_
+        total = s.size + self.n_dropped_
+        keep = max(
+            int(np.count_nonzero(s >= self.threshold_)),
+            int(np.ceil(total * precision / self.horizon_points_)),
+            1,
+        )
+        if keep < s.size:
+            self.n_dropped_ += s.size - keep
+            self.sorted_ = s[s.size - keep :].copy()
         return self
 
     def survival(self, scores: np.ndarray) -> np.ndarray:
@@ -69,8 +92,9 @@ class TailCalibrator:
         if not hasattr(self, "sorted_"):
             raise NotFittedError("TailCalibrator is not fitted yet; call fit() first")
         x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
-        s = self.sorted_
-        body = (s.size - np.searchsorted(s, x, side="left") + 1.0) / (s.size + 1.0)
+        s, dropped = self.sorted_, self.n_dropped_
+        n = s.size + dropped
+        body = (n - (dropped + np.searchsorted(s, x, side="left")) + 1.0) / (n + 1.0)
         tail = self.p_threshold_ * np.exp(-np.maximum(x - self.threshold_, 0.0) / self.beta_)
         return np.where(x > self.threshold_, np.minimum(tail, body), body)
 

@@ -187,6 +187,23 @@ class Ensemble(ParamsMixin):
         out.update({name: member.train_scores_ for name, member in self.members_.items()})
         return out
 
+    def compact(self) -> Self:
+        """Drop what only fitting needed; scores and decisions stay the same.
+
+        The training residuals and raw training scores go, and each calibrator keeps only the
+        scores that can still matter (:meth:`~detector.calibration.TailCalibrator.compact`):
+        a model then costs kilobytes per signal instead of the size of its training data.
+        """
+        if not hasattr(self, "baseline_"):
+            raise NotFittedError("Ensemble is not fitted yet; call fit() first")
+        for detector in (self.baseline_, *self.members_.values()):
+            for name in ("train_decomposition_", "train_scores_"):
+                if hasattr(detector, name):
+                    delattr(detector, name)
+        for cal in self.calibrators_.values():
+            cal.compact()
+        return self
+
     def carry_decisions(self, previous: Ensemble) -> None:
         """Continue the ``anomalous`` decisions of the model this one replaces."""
         for name, hyst in self.hysteresis_.items():

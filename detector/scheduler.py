@@ -1,0 +1,162 @@
+"""When each signal is refitted, and the worker that fits it without holding scoring back.
+
+Fits run :func:`detector.model.train_signal` in an executor — by default one spawned process, so a
+long fit shares neither the interpreter lock nor any other lock with the scoring thread — and
+publish to the registry; the service then installs the published version. Safe to call from the
+scoring thread and from API threads (retrain requests) at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import threading
+import uuid
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+from detector.model import train_signal
+from detector.registry import ModelRegistry, ModelVersion
+from detector.signals import DetectorSettings
+from detector.source import Source
+from detector.status import RetrainUnavailable
+
+__all__ = ["FitResult", "FitScheduler"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A finished fit: the published version, or None (no series could fit, or it failed)."""
+
+    job: str
+    signal: str
+    version: ModelVersion | None
+    error: str | None = None
+
+
+class FitScheduler:
+    """Due times per signal, and fit jobs in flight.
+
+    Parameters
+    ----------
+    settings : DetectorSettings
+        Signals, training window and shard of the fits.
+    source, registry :
+        Passed to each fit (pickled into the worker process).
+    executor : Executor, optional
+        Where fits run; default a one-process pool started on first use (spawn: the service
+        has threads, which a forked child must not inherit).
+    """
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        source: Source,
+        registry: ModelRegistry,
+        executor: Executor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.registry = registry
+        self._executor = executor
+        self._own_executor = executor is None
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, str], Future] = {}  # (job id, signal) -> future
+        self._next: dict[str, float] = {}
+
+    def set_next(self, signal: str, at: float) -> None:
+        """Refit ``signal`` at (or after) ``at``."""
+        with self._lock:
+            self._next[signal] = at
+
+    def next_fit(self, signal: str) -> float:
+        """When ``signal`` is next due (``-inf``: never scheduled, so now)."""
+        with self._lock:
+            return self._next.get(signal, -math.inf)
+
+    def submit_due(self, now: float, earliest: dict[str, float]) -> list[str]:
+        """Queue every signal due by ``now`` (``earliest`` may bring a due time forward)."""
+        queued = []
+        with self._lock:
+            for sig in self.settings.signals:
+                due = min(self._next.get(sig.name, now), earliest.get(sig.name, math.inf))
+                if due <= now and not self._running(sig.name):
+                    queued.append(self._submit(sig.name, now))
+        return queued
+
+    def request(self, names: list[str], now: float) -> str:
+        """Queue a fit of each of ``names`` not already fitting; one job id for all of them."""
+        job = uuid.uuid4().hex[:12]
+        with self._lock:
+            idle = [n for n in names if not self._running(n)]
+            if not idle:
+                what = repr(names[0]) if len(names) == 1 else "every signal"
+                raise RetrainUnavailable(f"a fit of {what} is already running")
+            for name in idle:
+                self._submit(name, now, job)
+        return job
+
+    def running(self, signal: str) -> bool:
+        """Whether a fit of ``signal`` is queued or running."""
+        with self._lock:
+            return self._running(signal)
+
+    def collect(self) -> list[FitResult]:
+        """Fits finished since the last call."""
+        with self._lock:
+            done = {k: f for k, f in self._jobs.items() if f.done()}
+            for key in done:
+                del self._jobs[key]
+        out = []
+        for (job, signal), future in done.items():
+            try:
+                out.append(FitResult(job, signal, future.result()))
+            except Exception as exc:  # a fit can fail in many ways; the old model keeps serving
+                _log.error("%s: fit job %s failed: %s", signal, job, exc)
+                out.append(FitResult(job, signal, None, str(exc)))
+        return out
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the fits in flight have finished; False on timeout."""
+        with self._lock:
+            pending = list(self._jobs.values())
+        _, not_done = wait(pending, timeout=timeout)
+        return not not_done
+
+    def job_running(self, job: str) -> bool:
+        """Whether any fit of ``job`` is still in flight."""
+        with self._lock:
+            return any(j == job and not f.done() for (j, _), f in self._jobs.items())
+
+    def shutdown(self) -> None:
+        """Stop the worker if this scheduler started it; queued fits are dropped."""
+        if self._executor is not None and self._own_executor:
+            with self._lock:
+                busy = any(not f.done() for f in self._jobs.values())
+            # An idle worker is joined (a clean exit); a fit in progress is not waited for.
+            self._executor.shutdown(wait=not busy, cancel_futures=True)
+            self._executor = None
+
+    def _running(self, signal: str) -> bool:
+        return any(name == signal for _, name in self._jobs)
+
+    def _submit(self, signal: str, now: float, job: str | None = None) -> str:
+        if self._executor is None:
+            context = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        job = job or uuid.uuid4().hex[:12]
+        future = self._executor.submit(
+            train_signal,
+            self.settings,
+            self.settings.signal(signal),
+            self.source,
+            self.registry,
+            end=now,
+        )
+        self._jobs[(job, signal)] = future
+        self._next[signal] = math.inf  # until the job reports back
+        _log.info("%s: fit job %s queued", signal, job)
+        return job

@@ -1,0 +1,353 @@
+"""One signal's live state in the service: its series, its model, recent values and open events.
+
+:class:`SignalTracker` is plain single-threaded logic (no I/O but the event store it is handed):
+the service feeds it each cycle's new rows, installs models, and reads statuses from it. Rows
+are scored with the signal's ensemble in one array call for all series; events open, update and
+close where the hysteresis decision changes, so a catch-up of many rows after an outage records
+the same events a live run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from detector.ensemble import JOINT
+from detector.model import SignalModel
+from detector.signals import SignalSettings
+from detector.source import SeriesBatch, series_key
+from detector.status import ActiveAnomaly, SeriesStatus
+from detector.timeutil import seconds
+
+if TYPE_CHECKING:
+    from detector.history import Event, EventStore
+
+__all__ = ["SignalTracker"]
+
+_log = logging.getLogger(__name__)
+
+
+def _num(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+@dataclass
+class _Series:
+    labels: dict[str, str]
+    first_seen: float
+    last_seen: float = math.nan  # time of the last finite value
+    timestamp: float | None = None
+    actual: float | None = None
+    expected: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    score: float = 0.0
+    detector_scores: dict[str, float] = field(default_factory=dict)
+    anomalous: bool = False
+    event: Event | None = None
+
+
+@dataclass
+class _Rows:
+    """One scored batch as arrays, columns in the model's order."""
+
+    t: np.ndarray
+    actual: np.ndarray
+    expected: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    score: np.ndarray
+    anomalous: np.ndarray
+    families: dict[str, np.ndarray]
+
+
+class SignalTracker:
+    """Series, model, recent values and open events of one signal.
+
+    Parameters
+    ----------
+    signal : SignalSettings
+        The signal's configuration.
+    stale_after : float
+        Seconds without a value after which a series is dropped (its event closed).
+    buffer_span : float
+        Seconds of recent rows kept, so that a model fitted elsewhere can catch up on them.
+    """
+
+    def __init__(self, signal: SignalSettings, *, stale_after: float, buffer_span: float) -> None:
+        self.signal = signal
+        self.stale_after = stale_after
+        self.buffer_span = buffer_span
+        self.model: SignalModel | None = None
+        self.version: str | None = None
+        self.created_at: float | None = None
+        self.last_ts: float | None = None  # end of the last range pulled successfully
+        self.failing = False
+        self.series: dict[str, _Series] = {}
+        self.buffer = pd.DataFrame(index=pd.DatetimeIndex([], name="timestamp"))
+        self._resumed: dict[str, Event] = {}
+        # Rows up to here had their events recorded already (by a previous run): after a
+        # restart the model replays them to rebuild its state, but records nothing twice.
+        self.recorded_until = -math.inf
+
+    # -- events carried over a restart ----------------------------------------------------------
+    def resume(self, events: list[Event], recorded_until: float) -> None:
+        """Events left open by a previous run, and the time its recording reached.
+
+        An open event continues while the replayed decision stays anomalous past
+        ``recorded_until``, and closes at the first row after it that is not.
+        """
+        for event in events:
+            self._resumed[series_key(event.labels)] = event
+        self.recorded_until = recorded_until
+
+    # -- models -------------------------------------------------------------------------------
+    def install(
+        self,
+        model: SignalModel,
+        version: str | None,
+        created_at: float | None,
+        older: pd.DataFrame | None = None,
+    ) -> None:
+        """Serve ``model`` from now on; it first catches up on the rows it has not seen.
+
+        Those are the buffered rows, plus ``older`` ones fetched by the caller when the model's
+        streaming state ends before the buffer begins (see :meth:`catch_up_start`).
+        """
+        seen = model.seen_until if math.isfinite(model.seen_until) else model.training_end
+        model.seen_until = seen
+        rows = self.buffer
+        if older is not None and older.shape[0]:
+            rows = pd.concat([older[older.index < rows.index[0]] if rows.shape[0] else older, rows])
+        if rows.shape[0]:
+            newer = rows[seconds(rows.index) > seen]
+            if newer.shape[0]:
+                model.ensemble.update(newer.reindex(columns=model.columns))
+                model.seen_until = float(seconds(newer.index)[-1])
+        if self.model is not None:
+            model.ensemble.carry_decisions(self.model.ensemble)
+        self.model, self.version, self.created_at = model, version, created_at
+
+    def catch_up_start(self, model: SignalModel) -> float | None:
+        """Where ``model``'s streaming state ends, if the buffer does not reach back to it.
+
+        None when the buffer covers it, or is empty (the next pull then starts there).
+        """
+        if not self.buffer.shape[0]:
+            return None
+        seen = model.seen_until if math.isfinite(model.seen_until) else model.training_end
+        first = float(seconds(self.buffer.index)[0])
+        return seen if seen < first - self.signal.step else None
+
+    # -- each cycle ---------------------------------------------------------------------------
+    def ingest(self, batch: SeriesBatch, end: float, store: EventStore | None) -> None:
+        """Take rows pulled up to ``end``: remember, score, record events, drop silent series."""
+        frame = batch.frame
+        self.failing = False
+        t = seconds(frame.index) if frame.shape[0] else np.zeros(0)
+        # First and last finite row of every column at once: a loop over columns with pandas
+        # indexing costs more than scoring when a thousand series get one row each.
+        finite = np.isfinite(frame.to_numpy(dtype=np.float64)) if frame.shape[0] else None
+        if finite is not None:
+            has = finite.any(axis=0)
+            first = np.argmax(finite, axis=0)
+            last = finite.shape[0] - 1 - np.argmax(finite[::-1], axis=0)
+            for j, key in enumerate(frame.columns):
+                if not has[j]:
+                    continue
+                state = self.series.get(key)
+                if state is None:
+                    state = self.series[key] = _Series(
+                        labels=batch.labels[key], first_seen=float(t[first[j]])
+                    )
+                    if key in self._resumed:
+                        state.event = self._resumed.pop(key)
+                state.last_seen = float(t[last[j]])
+        if frame.shape[0]:
+            self._remember(frame)
+            if self.model is not None and frame.index[-1] > pd.Timestamp(
+                self.model.seen_until, unit="s"
+            ):
+                fresh = frame[t > self.model.seen_until]
+                self._score(fresh, store)
+            self._unmodelled(frame)
+        self.last_ts = end
+        self._drop_silent(end, store)
+
+    def _remember(self, frame: pd.DataFrame) -> None:
+        buffer = pd.concat([self.buffer, frame]) if self.buffer.shape[0] else frame.copy()
+        buffer = buffer[~buffer.index.duplicated(keep="last")].sort_index()
+        cut = buffer.index[-1] - pd.Timedelta(seconds=self.buffer_span)
+        self.buffer = buffer[buffer.index > cut]
+
+    def _score(self, frame: pd.DataFrame, store: EventStore | None) -> None:
+        model = self.model
+        if model is None:
+            return
+        x = frame.reindex(columns=model.columns)
+        res = model.ensemble.update(x)
+        model.seen_until = float(seconds(frame.index)[-1])
+        det = res.detector_scores
+        families = {}
+        for family in model.families:
+            if family == "iforest":
+                joint = det[(JOINT, family)].to_numpy()
+                families[family] = np.repeat(joint[:, None], len(model.columns), axis=1)
+            else:
+                families[family] = det.xs(family, axis=1, level=1)[model.columns].to_numpy()
+        rows = _Rows(
+            t=seconds(frame.index),
+            actual=x.to_numpy(),
+            # The ensemble's outputs come in its own column order, which is the model's.
+            expected=res.expected.to_numpy(),
+            lower=res.lower.to_numpy(),
+            upper=res.upper.to_numpy(),
+            score=res.signal_scores.to_numpy(),
+            anomalous=res.signal_anomalous.to_numpy(),
+            families=families,
+        )
+        k0 = int(np.searchsorted(rows.t, self.recorded_until, side="right"))
+        finite = np.isfinite(rows.actual)
+        has = finite.any(axis=0)
+        last = rows.t.size - 1 - np.argmax(finite[::-1], axis=0)
+        for j, key in enumerate(model.columns):
+            state = self.series.get(key)
+            if state is None:
+                continue
+            if has[j]:
+                r = int(last[j])
+                state.timestamp = float(rows.t[r])
+                state.actual = _num(rows.actual[r, j])
+                state.expected = _num(rows.expected[r, j])
+                state.lower = _num(rows.lower[r, j])
+                state.upper = _num(rows.upper[r, j])
+                state.score = float(rows.score[r, j])
+                state.detector_scores = {f: float(a[r, j]) for f, a in rows.families.items()}
+            state.anomalous = bool(rows.anomalous[-1, j])
+            if store is None or k0 == rows.t.size:
+                continue
+            if state.event is not None or rows.anomalous[k0:, j].any():
+                self._events(store, state, rows, j, k0)
+        self.recorded_until = max(self.recorded_until, float(rows.t[-1]))
+
+    def _events(self, store: EventStore, state: _Series, rows: _Rows, j: int, k0: int) -> None:
+        on = rows.anomalous[k0:, j].astype(bool)
+        # Runs of consecutive anomalous rows: [starts[k], stops[k]).
+        edges = np.diff(np.r_[0, on.astype(np.int8), 0])
+        starts, stops = np.flatnonzero(edges == 1) + k0, np.flatnonzero(edges == -1) + k0
+        if state.event is not None and (starts.size == 0 or starts[0] > k0):
+            store.close_event(state.event.id, at=float(rows.t[k0]))
+            state.event = None
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+            peak = a + int(np.argmax(rows.score[a:b, j]))
+            for r in dict.fromkeys((a, peak, b - 1)):
+                point = self._point(rows, r, j)
+                if state.event is None:
+                    state.event = store.open_event(
+                        signal=self.signal.name, labels=state.labels, **point
+                    )
+                else:
+                    state.event = store.update_event(state.event.id, **point)
+            if b < rows.t.size:
+                store.close_event(state.event.id, at=float(rows.t[b]))
+                state.event = None
+
+    def _point(self, rows: _Rows, r: int, j: int) -> dict:
+        enter = self.signal.thresholds.enter
+        fired = [f for f, a in rows.families.items() if a[r, j] >= enter]
+        return {
+            "at": float(rows.t[r]),
+            "score": float(rows.score[r, j]),
+            "actual": _num(rows.actual[r, j]),
+            "expected": _num(rows.expected[r, j]),
+            "lower": _num(rows.lower[r, j]),
+            "upper": _num(rows.upper[r, j]),
+            "detectors": fired,
+            "model_version": self.version,
+        }
+
+    def _unmodelled(self, frame: pd.DataFrame) -> None:
+        # Series the model does not cover yet (new, or too young to fit) still show their value.
+        known = set(self.model.columns) if self.model is not None else set()
+        others = [k for k in frame.columns if k not in known and k in self.series]
+        if not others:
+            return
+        t = seconds(frame.index)
+        values = frame[others].to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        last = values.shape[0] - 1 - np.argmax(finite[::-1], axis=0)
+        for j, key in enumerate(others):
+            if finite[:, j].any():
+                state = self.series[key]
+                state.timestamp, state.actual = float(t[last[j]]), float(values[last[j], j])
+
+    def _drop_silent(self, now: float, store: EventStore | None) -> None:
+        for key in [k for k, s in self.series.items() if now - s.last_seen > self.stale_after]:
+            state = self.series.pop(key)
+            if state.event is not None and store is not None:
+                store.close_event(state.event.id, at=state.last_seen + self.signal.step)
+            _log.info(
+                "%s %s: no value for %.0f s, dropped", self.signal.name, key, now - state.last_seen
+            )
+
+    def mark_failed(self) -> None:
+        """The last query failed: every series is stale until one succeeds."""
+        self.failing = True
+
+    # -- reading ------------------------------------------------------------------------------
+    def statuses(self) -> list[SeriesStatus]:
+        """Latest status of every series."""
+        version = self.version
+        covered = set(self.model.columns) if self.model is not None else set()
+        return [
+            SeriesStatus(
+                signal=self.signal.name,
+                labels=dict(s.labels),
+                timestamp=s.timestamp,
+                actual=s.actual,
+                expected=s.expected,
+                lower=s.lower,
+                upper=s.upper,
+                score=s.score,
+                detector_scores=dict(s.detector_scores),
+                anomalous=s.anomalous,
+                stale=self.failing,
+                model_version=version if key in covered else None,
+            )
+            for key, s in self.series.items()
+        ]
+
+    def active(self) -> list[ActiveAnomaly]:
+        """Open events of this signal's series."""
+        out = []
+        enter = self.signal.thresholds.enter
+        for s in self.series.values():
+            if s.event is None:
+                continue
+            fired = [f for f, v in s.detector_scores.items() if v >= enter]
+            out.append(
+                ActiveAnomaly(
+                    event_id=s.event.id,
+                    signal=self.signal.name,
+                    labels=dict(s.labels),
+                    since=s.event.start,
+                    peak_score=max(s.event.peak_score, s.score),
+                    score=s.score,
+                    actual=s.actual,
+                    expected=s.expected,
+                    lower=s.lower,
+                    upper=s.upper,
+                    detectors=sorted(set(fired) | set(s.event.detectors)),
+                )
+            )
+        return out
+
+    def untrained(self) -> int:
+        """Series seen that the model does not cover."""
+        covered = set(self.model.columns) if self.model is not None else set()
+        return sum(1 for k in self.series if k not in covered)

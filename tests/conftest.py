@@ -1,0 +1,81 @@
+"""Fixtures shared by every test suite: real Prometheus, VictoriaMetrics and a scrape target.
+
+See :mod:`support.servers` for what each server offers. Each factory call starts a fresh server
+on a free 127.0.0.1 port with its own data folder under ``tmp_path``; all are stopped at the end
+of the test. A test using one skips when the binary is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.servers import (
+    PROMETHEUS,
+    VICTORIA_METRICS,
+    PrometheusServer,
+    Series,
+    SyntheticExporter,
+    VictoriaMetricsServer,
+)
+
+
+def _need(binary: str) -> None:
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"{binary} is not installed (apt-get install prometheus victoria-metrics)")
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    """``factory(backfill=[Series...], targets=[...], rule_files=[...], start=True, **kw)``."""
+    _need(PROMETHEUS)
+    started: list[PrometheusServer] = []
+
+    def factory(
+        *, backfill: list[Series] | None = None, start: bool = True, **kwargs: Any
+    ) -> PrometheusServer:
+        workdir = tmp_path / f"prometheus-{len(started)}"
+        workdir.mkdir()
+        server = PrometheusServer(workdir=workdir, **kwargs)
+        started.append(server)
+        if backfill:
+            server.backfill(backfill)
+        return server.start() if start else server
+
+    yield factory
+    for server in started:
+        server.resume()
+        server.stop()
+
+
+@pytest.fixture
+def vm_factory(tmp_path: Path) -> Iterator[Callable[..., VictoriaMetricsServer]]:
+    """``factory(series=[Series...], targets=[...], **kw)``: a running VictoriaMetrics."""
+    _need(VICTORIA_METRICS)
+    started: list[VictoriaMetricsServer] = []
+
+    def factory(*, series: list[Series] | None = None, **kwargs: Any) -> VictoriaMetricsServer:
+        workdir = tmp_path / f"victoria-{len(started)}"
+        workdir.mkdir()
+        server = VictoriaMetricsServer(workdir=workdir, **kwargs)
+        started.append(server)
+        server.start()
+        if series:
+            server.import_series(series)
+        return server
+
+    yield factory
+    for server in started:
+        server.resume()
+        server.stop()
+
+
+@pytest.fixture
+def synthetic_exporter() -> Iterator[SyntheticExporter]:
+    """A running scrape target; ``.set(name, value, **labels)``, ``.target`` is host:port."""
+    exporter = SyntheticExporter().start()
+    yield exporter
+    exporter.stop()
