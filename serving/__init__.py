@@ -1,5 +1,8 @@
 """Instrumented OpenAI-compatible LLM server (vLLM and synthetic engines).
 
-The package is reserved by the project layout; its modules arrive with the serving issue. Nothing
-here is imported by the detector.
+Entry points: :func:`serving.app.create_app` (the FastAPI app around any
+:class:`~serving.engines.base.Engine`) and ``llmwatch serve`` (:mod:`serving.cli`). Metrics are
+in :mod:`serving.metrics`, output checks in :mod:`serving.quality`, fault injection in
+:mod:`serving.faults`, the per-request logic in :mod:`serving.service`. Nothing here is imported
+by the detector.
 """

@@ -1,0 +1,1 @@
+"""HTTP routers of the serving app: OpenAI endpoints, admin (faults), health and metrics."""

@@ -1,0 +1,107 @@
+"""``llmwatch serve``: a real server process on a free port, and start-up errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from support.serving import free_port
+
+from detector.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_synthetic_answers_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "LLMWATCH_SERVING_ADMIN_TOKEN": "t0ken"}
+    command = [
+        sys.executable,
+        "-m",
+        "detector.cli",
+        "serve",
+        "--engine",
+        "synthetic",
+        "--port",
+        str(port),
+    ]
+    command += ["--speed", "20", "--metric-prefix", "demo", "--log-level", "warning"]
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        answer = httpx.post(
+            f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 5}, timeout=10
+        )
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 5
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'demo_requests_total{status="success"} 1.0' in metrics
+        admin = httpx.get(
+            f"{url}/admin/faults", headers={"Authorization": "Bearer t0ken"}, timeout=10
+        )
+        assert admin.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_refuses_an_open_admin_api_on_a_public_address(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    os.environ.pop("LLMWATCH_SERVING_ADMIN_TOKEN", None)
+    assert main(["serve", "--engine", "synthetic", "--host", "0.0.0.0"]) == 1
+    assert "admin_token" in capsys.readouterr().err
+
+
+def test_serve_reports_a_bad_fault_schedule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schedule = tmp_path / "faults.yaml"
+    schedule.write_text("faults:\n  - {kind: errors, share: 0.5}\n")
+    assert main(["serve", "--engine", "synthetic", "--faults", str(schedule)]) == 1
+    err = capsys.readouterr().err
+    assert "faults[0].share: unknown key" in err and str(schedule) in err
+
+
+def test_serve_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--engine", "--model", "--host", "--port", "--metric-prefix", "--faults"):
+        assert flag in out
+
+
+def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
+    from detector.cli import build_parser
+    from serving.cli import build_engine, settings_from_args
+
+    flags = "serve --engine synthetic --max-running 3 --max-model-len 512 --speed 8 --seed 4"
+    args = build_parser().parse_args(
+        [*flags.split(), "--loop-share", "0.5", "--request-timeout", "9"]
+    )
+    settings = settings_from_args(args)
+    assert (settings.max_running, settings.request_timeout_s) == (3, 9.0)
+    engine = build_engine(settings)
+    assert (engine.max_running, engine.max_model_len, engine.speed) == (3, 512, 8.0)
+    assert (engine.seed, engine.loop_share) == (4, 0.5)
