@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAB ?= ../shared/nab
 
-.PHONY: setup run eval test lint format bench clean
+.PHONY: setup model run eval test lint format bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# vLLM (the GPU or CPU build, by whether a GPU is present) and the CPU model converted into
+# var/models/; idempotent, a no-op once done (serving/model_setup.py).
+model: $(STAMP)
+	$(BIN)/python -m serving.model_setup
+
+setup: $(STAMP) model
 
 # The main job: backtest every bundled scenario (and NAB when present) and print the evaluation table.
 run: $(STAMP)
@@ -21,7 +26,7 @@ run: $(STAMP)
 
 eval: run
 
-test: $(STAMP)
+test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -37,5 +42,23 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --nab $(NAB)
 
+# JupyterLab for the notebooks (notebooks/README.md): the project's environment and kernel, bound
+# to 127.0.0.1 (token login), rooted at notebooks/, its configuration and runtime state in var/.
+# More options: make notebooks JUPYTER_ARGS="--port=8899" (as root, e.g. in a container: --allow-root).
+NB_STAMP := $(VENV)/.notebooks-installed
+JUPYTER_STATE := $(CURDIR)/var/jupyter
+
+$(NB_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,notebooks]'
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	mkdir -p $(JUPYTER_STATE)
+	PATH="$(abspath $(BIN)):$$PATH" JUPYTER_CONFIG_DIR=$(JUPYTER_STATE)/config \
+	JUPYTER_DATA_DIR=$(JUPYTER_STATE)/data JUPYTER_RUNTIME_DIR=$(JUPYTER_STATE)/runtime \
+	IPYTHONDIR=$(JUPYTER_STATE)/ipython MPLCONFIGDIR=$(JUPYTER_STATE)/matplotlib \
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks --no-browser \
+	$(JUPYTER_ARGS)
+
 clean:
-	rm -rf var .pytest_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf var notebooks/output .pytest_cache .ruff_cache .hypothesis .benchmarks
