@@ -53,6 +53,9 @@ class EnsembleScores:
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
+    # The baseline's standardised residuals, which the isolation forest scored: enough to
+    # explain its score afterwards (:meth:`IsolationForestDetector.contributions`).
+    residuals: pd.DataFrame | None = None
 
 
 class Ensemble(ParamsMixin):
@@ -270,6 +273,7 @@ class Ensemble(ParamsMixin):
             expected=dec.expected,
             lower=dec.lower,
             upper=dec.upper,
+            residuals=dec.z,
         )
 
 

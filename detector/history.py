@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS events (
     peak_at REAL NOT NULL,
     peak_actual REAL, peak_expected REAL, peak_lower REAL, peak_upper REAL,
     detectors TEXT NOT NULL,       -- JSON list: every family that fired during the event
-    contributions TEXT NOT NULL,   -- JSON object, as of the peak
+    contributions TEXT NOT NULL,   -- JSON object, as of the peak (see update_event)
     model_version TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_open ON events(signal, labels) WHERE end IS NULL;
@@ -252,8 +252,9 @@ class EventStore:
     ) -> Event:
         """Record the latest point of an open event; a new peak replaces the peak values.
 
-        ``detectors`` are added to those already recorded; ``contributions`` are kept from the
-        peak point.
+        ``detectors`` are added to those already recorded. ``contributions`` are kept from the
+        peak point; a point without any (the isolation forest did not fire there) keeps those
+        recorded, and the first point with some records them even when it is not a peak.
         """
         with self._lock, self._db:
             return self._update(
@@ -286,6 +287,7 @@ class EventStore:
         vals = [_value(n, point[n]) for n in ("actual", "expected", "lower", "upper")]
         detectors = sorted(set(event.detectors) | set(point["detectors"]))
         peak = s > event.peak_score
+        contributions = _contributions(point["contributions"])
         self._db.execute(
             "UPDATE events SET updated = ?, score = ?, actual = ?, expected = ?, lower = ?,"
             " upper = ?, detectors = ?, model_version = coalesce(?, model_version) WHERE id = ?",
@@ -302,7 +304,12 @@ class EventStore:
             self._db.execute(
                 "UPDATE events SET peak_score = ?, peak_at = ?, peak_actual = ?, peak_expected = ?,"
                 " peak_lower = ?, peak_upper = ?, contributions = ? WHERE id = ?",
-                (s, t, *vals, json.dumps(_contributions(point["contributions"])), event_id),
+                (s, t, *vals, json.dumps(contributions or event.contributions), event_id),
+            )
+        elif contributions and not event.contributions:
+            self._db.execute(
+                "UPDATE events SET contributions = ? WHERE id = ?",
+                (json.dumps(contributions), event_id),
             )
         return self._get(event_id)
 

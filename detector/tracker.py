@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from detector.attribution import BatchAttribution
 from detector.ensemble import JOINT
 from detector.model import SignalModel
 from detector.signals import SignalSettings
@@ -64,6 +65,7 @@ class _Rows:
     score: np.ndarray
     anomalous: np.ndarray
     families: dict[str, np.ndarray]
+    attribution: BatchAttribution | None = None
 
 
 class SignalTracker:
@@ -190,7 +192,9 @@ class SignalTracker:
         if model is None:
             return
         x = frame.reindex(columns=model.columns)
+        attribution = BatchAttribution(model.ensemble)
         res = model.ensemble.update(x)
+        attribution.scored(res)
         model.seen_until = float(seconds(frame.index)[-1])
         det = res.detector_scores
         families = {}
@@ -210,6 +214,7 @@ class SignalTracker:
             score=res.signal_scores.to_numpy(),
             anomalous=res.signal_anomalous.to_numpy(),
             families=families,
+            attribution=attribution,
         )
         k0 = int(np.searchsorted(rows.t, self.recorded_until, side="right"))
         finite = np.isfinite(rows.actual)
@@ -243,9 +248,16 @@ class SignalTracker:
         if state.event is not None and (starts.size == 0 or starts[0] > k0):
             store.close_event(state.event.id, at=float(rows.t[k0]))
             state.event = None
+        forest = rows.families.get("iforest")
         for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            peak = a + int(np.argmax(rows.score[a:b, j]))
-            for r in dict.fromkeys((a, peak, b - 1)):
+            marks = {a, a + int(np.argmax(rows.score[a:b, j])), b - 1}
+            if forest is not None:
+                # The forest's own peak too, so that its explanation is recorded where it is
+                # clearest (the series' score does not include the joint forest's).
+                top = a + int(np.argmax(forest[a:b, j]))
+                if forest[top, j] >= self.signal.thresholds.enter:
+                    marks.add(top)
+            for r in sorted(marks):
                 point = self._point(rows, r, j)
                 if state.event is None:
                     state.event = store.open_event(
@@ -260,6 +272,7 @@ class SignalTracker:
     def _point(self, rows: _Rows, r: int, j: int) -> dict:
         enter = self.signal.thresholds.enter
         fired = [f for f, a in rows.families.items() if a[r, j] >= enter]
+        explain = "iforest" in fired and rows.attribution is not None
         return {
             "at": float(rows.t[r]),
             "score": float(rows.score[r, j]),
@@ -268,6 +281,7 @@ class SignalTracker:
             "lower": _num(rows.lower[r, j]),
             "upper": _num(rows.upper[r, j]),
             "detectors": fired,
+            "contributions": rows.attribution.at(r) if explain else None,
             "model_version": self.version,
         }
 
@@ -343,6 +357,7 @@ class SignalTracker:
                     lower=s.lower,
                     upper=s.upper,
                     detectors=sorted(set(fired) | set(s.event.detectors)),
+                    contributions=dict(s.event.contributions),
                 )
             )
         return out

@@ -64,6 +64,20 @@ def test_event_lifecycle_tracks_the_peak(store: EventStore) -> None:
         store.update_event(999, at=1.0, score=0.5)
 
 
+def test_contributions_come_from_the_peak_or_the_first_point_with_any(store: EventStore) -> None:
+    # The isolation forest fires on some points only; those without contributions keep what is
+    # recorded, the first with some records them, a later peak with some replaces them.
+    ev = store.open_event(signal="s", labels=LABELS, at=0.0, score=0.96)
+    ev = store.update_event(ev.id, at=30.0, score=0.9, contributions={"a:z": 0.3})
+    assert ev.contributions == {"a:z": 0.3}
+    ev = store.update_event(ev.id, at=60.0, score=0.99)  # a peak the forest had no say in
+    assert ev.peak_score == 0.99 and ev.contributions == {"a:z": 0.3}
+    ev = store.update_event(ev.id, at=90.0, score=0.97, contributions={"b:z": 0.5})
+    assert ev.contributions == {"a:z": 0.3}  # not a peak: the first ones stay
+    ev = store.update_event(ev.id, at=120.0, score=0.999, contributions={"b:z": 0.4, "a:z": 0.1})
+    assert list(ev.contributions) == ["b:z", "a:z"] and ev.peak_at == 120.0
+
+
 def test_bad_values(store: EventStore) -> None:
     with pytest.raises(EventError, match="score"):
         store.open_event(signal="s", labels={}, at=1.0, score=math.nan)

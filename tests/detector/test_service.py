@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from support.history import daily_series, grid_times
 from support.service import STEP, Clock, fitted, history, make_service, settings_for
 
+from detector.api import create_api
 from detector.exporter import ServiceCollector
 from detector.model import train_signal
 from detector.registry import ModelRegistry
@@ -162,3 +164,49 @@ def test_settings_pick_the_shard_and_model_folder():
     from detector.model import registry_name
 
     assert registry_name("rps", settings.shard_spec) == "rps.shard-2-of-4"
+
+
+def test_isolation_forest_contributions_reach_the_api(prometheus_factory, tmp_path, now):
+    start = now - 3600
+    spike = start + 20 * 60
+    prom = prometheus_factory(backfill=history(now - 60, spike_at=spike))
+    # The joint forest's calibrated score tops out near exp(-1) on three days of history (no
+    # training row is rarer than 1 in their number), so this signal alerts from 0.3.
+    latency = {
+        "name": "latency",
+        "query": "llmwatch:latency_p95_seconds",
+        "direction": "up",
+        "detectors": ["seasonal", "iforest"],
+        "thresholds": {"enter": 0.3, "leave": 0.2},
+    }
+    clock = Clock(start)
+    service = fitted(make_service(settings_for(prom.url, tmp_path, signals=[latency]), clock))
+    try:
+        with TestClient(create_api(service, service.store, retrain_token=None)) as client:
+            while clock.now < spike - STEP:
+                clock.now += STEP
+                service.run_cycle()
+                assert service.active_anomalies() == []
+            for _ in range(3):  # the spike's three points; the forest fires on the later ones
+                clock.now += STEP
+                service.run_cycle()
+            (active,) = service.active_anomalies()
+            assert active.labels == {"model": "a"} and "iforest" in active.detectors
+            credit = active.contributions
+            assert 0 < len(credit) <= 5
+            assert list(credit.values()) == sorted(credit.values(), reverse=True)
+            assert all(v > 0 for v in credit.values())
+            # The spike is model a's: its residual leads, ahead of any feature of model b.
+            assert next(iter(credit)) in ('{model="a"}:z', '{model="a"}:jump')
+            (shown,) = client.get("/api/v1/anomalies").json()["data"]
+            assert shown["labels"] == {"model": "a"}
+            assert list(shown["contributions"]) == list(credit)
+            assert shown["contributions"] == pytest.approx(credit)
+            for _ in range(10):
+                clock.now += STEP
+                service.run_cycle()
+            assert service.active_anomalies() == []
+            (event,) = client.get("/api/v1/anomalies/history").json()["data"]
+            assert not event["open"] and event["contributions"] == pytest.approx(credit)
+    finally:
+        service.stop()
