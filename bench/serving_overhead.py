@@ -159,7 +159,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = [REGISTRY] if args.engine == "vllm" else []
     instrumented = create_app(settings, engine, CollectorRegistry(), extra_registries=extra)
     bare = bare_app(engine)
-    prompt = "Explain in two sentences why request queues grow when the batch is full."
+    # A plain continuation, not a question: an instruct model at temperature 0 answers a bare
+    # question in a raw completion with an immediate end of sequence, which measures nothing.
+    prompt = "Request queues in an inference server grow when the batch is full, because"
     body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0}).encode()
 
     async def via(app: Asgi) -> int:
