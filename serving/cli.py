@@ -34,6 +34,7 @@ _FIELDS = {
     "tensor_parallel_size": "tensor_parallel_size",
     "enforce_eager": "enforce_eager",
     "kv_cache_space_gb": "kv_cache_space_gb",
+    "dtype": "dtype",
     "speed": "synthetic_speed",
     "seed": "synthetic_seed",
     "loop_share": "synthetic_loop_share",
@@ -65,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per model")
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, help="vllm")
     p.add_argument("--kv-cache-space-gb", type=int, help="vllm on CPU: KV cache size")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="vllm: weight dtype (default auto: float32 on CPUs without bfloat16 units)",
+    )
     p.add_argument("--speed", type=float, help="synthetic: time runs this many times faster")
     p.add_argument("--seed", type=int, help="synthetic: seed of the generated text")
     p.add_argument("--loop-share", type=float, help="synthetic: share of answers that loop")

@@ -64,6 +64,8 @@ class ServingSettings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1)
     enforce_eager: bool | None = None  # None: the engine decides (eager on CPU)
     kv_cache_space_gb: int | None = Field(None, ge=1)  # VLLM_CPU_KVCACHE_SPACE on CPU
+    # Weights and activations; "auto": float32 on CPUs without bfloat16 units, else the model's
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     vllm_cache_dir: Path = Path("var/vllm")  # VLLM_CACHE_ROOT/VLLM_CONFIG_ROOT, in the state folder
 
     # Synthetic engine

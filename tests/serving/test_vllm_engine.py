@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving.engines import vllm as vllm_engine
+from serving.engines.vllm import choose_dtype
 from serving.model_setup import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,15 +31,43 @@ MODEL = ROOT / DEFAULT_MODEL_DIR
 TIMEOUT_S = 8.0  # the server's request timeout: short answers take 1-3 s on two cores
 MAX_MODEL_LEN = 1024
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (MODEL / "config.json").is_file(),
-        reason=f"{DEFAULT_MODEL_DIR} is absent: `make model` installs vLLM and converts it",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (`make model`)"
-    ),
-]
+
+# Only the tests that use the server need vLLM and the model; choose_dtype is a pure function.
+def _missing() -> str | None:
+    if not (MODEL / "config.json").is_file():
+        return f"{DEFAULT_MODEL_DIR} is absent: `make model` installs vLLM and converts it"
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (`make model`)"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("requested", "on_cpu", "flags", "expected"),
+    [
+        # AVX2-only CPU: bfloat16 is emulated, float32 is about twice as fast.
+        ("auto", True, {"avx2", "fma"}, "float32"),
+        ("auto", True, set(), "float32"),
+        # Native bfloat16 units: the model's own dtype.
+        ("auto", True, {"avx512f", "avx512_bf16"}, "auto"),
+        ("auto", True, {"amx_bf16", "amx_tile"}, "auto"),
+        # GPUs always take the model's dtype; explicit choices are kept.
+        ("auto", False, set(), "auto"),
+        ("bfloat16", True, {"avx2"}, "bfloat16"),
+        ("float16", False, set(), "float16"),
+        ("float32", True, {"avx512_bf16"}, "float32"),
+    ],
+)
+def test_choose_dtype(requested: str, on_cpu: bool, flags: set[str], expected: str) -> None:
+    assert choose_dtype(requested, on_cpu=on_cpu, cpu_flags=frozenset(flags)) == expected
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(vllm_engine, "_CPUINFO", cpuinfo)
+    assert vllm_engine._cpu_flags() == frozenset({"fpu", "avx2", "amx_bf16"})
+    monkeypatch.setattr(vllm_engine, "_CPUINFO", tmp_path / "absent")
+    assert vllm_engine._cpu_flags() == frozenset()
 
 
 def _free_port() -> int:
@@ -51,6 +81,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A running vLLM server; yields a client with its base URL."""
+    missing = _missing()
+    if missing:
+        pytest.skip(missing)
     workdir = tmp_path_factory.mktemp("vllm-server")
     port = _free_port()
     log = (workdir / "serve.log").open("wb")
