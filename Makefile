@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAB ?= ../shared/nab
 
-.PHONY: setup model run eval test lint format bench notebooks clean
+.PHONY: setup model stack-tools demo run eval test lint format bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,37 @@ model: $(STAMP)
 
 setup: $(STAMP) model
 
-# The main job: backtest every bundled scenario (and NAB when present) and print the evaluation table.
-run: $(STAMP)
+# Prometheus, promtool, Alertmanager and VictoriaMetrics (for the tests) from Debian when missing
+# (root only). A policy-rc.d made
+# for the install (and removed after it) keeps the packages' services from starting and taking the
+# ports; the node exporter the prometheus package recommends is not needed.
+stack-tools:
+	@missing=""; for tool in prometheus promtool prometheus-alertmanager amtool victoria-metrics; do \
+	    command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "missing:$$missing. As root: make stack-tools" >&2; \
+	        exit 1; fi; \
+	    made=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	        chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends prometheus prometheus-alertmanager victoria-metrics; status=$$?; \
+	    [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; fi
+
+# The main job: the whole stack on loopback (llmwatch demo, state in var/demo): serving app and load,
+# Prometheus seeded with history, Alertmanager, a webhook receiver and the detector; a fault after
+# the warm-up, the anomaly and the alert it raises shown here. Stops after 12 minutes or on Ctrl-C.
+# Faster, without vLLM: make demo DEMO_ARGS="--engine synthetic"
+demo: setup stack-tools
+	$(BIN)/llmwatch demo $(DEMO_ARGS)
+
+run: demo
+
+# Backtest every bundled scenario (and NAB when present) and print the evaluation table.
+eval: $(STAMP)
 	$(BIN)/llmwatch eval --nab $(NAB)
 
-eval: run
-
-test: setup
+test: setup stack-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -129,7 +129,15 @@ def _run_scenarios(args: argparse.Namespace) -> int:
 
 # Other components add their subcommands through a ``register(subparsers)`` function that sets
 # ``func`` on each parser; their heavy imports stay inside the handlers so ``--help`` is instant.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "detector.registry_cli",
+    "detector.service_cli",
+    "serving.cli",
+    "serving.loadgen",
+    "serving.model_setup",
+    "detector.stack.cli",
+    "detector.stack.demo_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

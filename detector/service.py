@@ -12,7 +12,10 @@ snapshot replaced at the end of each cycle, so they never wait for scoring.
 Failure handling: a failed query marks the signal stale and ``llmwatch_up`` 0, is counted, and is
 retried with exponential backoff; an unreachable server is probed once per cycle, not once per
 signal. The next successful pull starts where the last one ended (up to ``max_backfill`` back),
-so an outage leaves no hole in the scored history, and missing values never score as anomalies.
+so every row of an outage is pulled, and missing values never score as anomalies. The rows of
+the outage and of ``recovery_settle`` after it count as missing: a Prometheus that was down
+records its rules from incomplete windows at first (it evaluates them before its first scrape),
+and those artefacts must not raise anomalies. An incident that outlasts them is still caught.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from detector.exporter import RunStats
 from detector.history import EventStore
 from detector.model import SignalModel, registry_name
@@ -34,6 +39,7 @@ from detector.scheduler import FitScheduler
 from detector.signals import DetectorSettings
 from detector.source import PrometheusSource, SeriesBatch, Source, SourceError
 from detector.status import ActiveAnomaly, ModelStatus, RetrainUnavailable, SeriesStatus
+from detector.timeutil import seconds
 from detector.tracker import SignalTracker
 
 __all__ = ["DetectorService"]
@@ -95,6 +101,7 @@ class DetectorService:
         self._refused: set[str] = set()
         self._failures: Counter[str] = Counter()
         self._retry_at: dict[str, float] = {}
+        self._settle_until: dict[str, float] = {}
         self._errors: Counter[str] = Counter()
         self._last_error = ""
         self._snapshot = _Snapshot()
@@ -186,6 +193,9 @@ class DetectorService:
                 continue
             self._failures.pop(name, None)
             self._retry_at.pop(name, None)
+            if tracker.failing and self.settings.recovery_settle > 0:
+                self._settle_until[name] = now + self.settings.recovery_settle
+            batch = self._settled(name, batch)
             tracker.ingest(self._owned(name, batch), now, self.store)
         stats = RunStats(
             last_run=self.clock(),
@@ -196,6 +206,20 @@ class DetectorService:
         if all_ok:
             self._last_error = ""
         self._publish(stats, self._last_error)
+
+    def _settled(self, name: str, batch: SeriesBatch) -> SeriesBatch:
+        """``batch`` with the rows of an outage and of its settling time blanked."""
+        until = self._settle_until.get(name)
+        frame = batch.frame
+        if until is None or not frame.shape[0]:
+            return batch
+        t = seconds(frame.index)
+        if t[0] > until:
+            del self._settle_until[name]
+            return batch
+        frame = frame.copy()
+        frame.iloc[t <= until] = np.nan
+        return SeriesBatch(frame, batch.labels)
 
     def _pull_start(self, tracker: SignalTracker, now: float) -> float:
         floor = now - self.settings.max_backfill

@@ -222,6 +222,10 @@ class DetectorSettings(BaseSettings):
     max_backfill: Duration = DAY_S
     # A series with no point for this long is stale: its gauges go, it is no longer scored.
     stale_after: Duration = 300.0
+    # After the source was unreachable, rows up to this long after it answers again count as
+    # missing: a restarted Prometheus evaluates rules before its first scrape, and rate windows
+    # straddle its gap, so those values are artefacts (the recording rules' window; 0: off).
+    recovery_settle: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 60.0
     registry_root: Path = Path("models")
     history_db: Path = Path("var/detector/history.sqlite")
     api_token: SecretStr | None = None

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector.stack.launch import SeedReport, StackLauncher, StackOptions
+from detector.stack.launch import StackLauncher, StackOptions
+from detector.stack.seed import SeedReport, calibrate_and_seed
 from detector.stack.supervisor import Supervisor, terminate_on_signals
 from detector.stack.webhook import ReceivedAlert
 
 __all__ = [
+    "FAULT_SIGNALS",
     "DemoPlan",
     "DemoResult",
     "bring_up",
@@ -36,14 +38,15 @@ __all__ = [
 
 Say = Callable[[str], None]
 _POLL_S = 2.0
-# The signal that shows each kind of fault first (the graph link points at it).
-_FAULT_SIGNAL = {
-    "latency": "latency_p95_seconds",
-    "slow_tokens": "latency_p95_seconds",
-    "stall": "latency_p95_seconds",
-    "errors": "error_ratio",
-    "corrupt_json": "json_error_ratio",
-    "memory": "gpu_memory_used_mb",
+_LATENCY = ("latency_p95_seconds", "latency_p99_seconds", "ttft_p95_seconds")
+# The signals each kind of fault moves, the one to graph first.
+FAULT_SIGNALS: dict[str, tuple[str, ...]] = {
+    "latency": _LATENCY,
+    "slow_tokens": _LATENCY,
+    "stall": _LATENCY,
+    "errors": ("error_ratio",),
+    "corrupt_json": ("json_error_ratio",),
+    "memory": ("gpu_memory_used_mb",),
 }
 
 
@@ -52,7 +55,8 @@ class DemoPlan:
     """What happens once the stack is up.
 
     ``fault`` is a body of ``POST /admin/faults``; a latency fault without ``intensity`` adds
-    the larger of 5 s and 1.5 times the measured P95 latency.
+    the larger of 8 s and twice the measured P95 latency (so that P99 crosses the 10 s
+    threshold of ``HighInferenceLatency`` too).
     """
 
     duration_s: float = 720.0
@@ -138,7 +142,7 @@ def bring_up(stack: StackLauncher, say: Say) -> SeedReport:
     stack.start_prometheus(calibration=True)
     say(f"prometheus  {stack.url('prometheus')}")
     say(f"calibrating: measuring the live signals for {opts.calibration_s:g} s ...")
-    seed = stack.calibrate_and_seed(since)
+    seed = calibrate_and_seed(stack, since)
     for level in seed.levels:
         say(f"  measured  {level.signal:<26} {level.level:10.4g}  noise {level.sigma:.3g}")
     say(
@@ -159,19 +163,41 @@ class _Watcher:
         self.stack = stack
         self.anomalies: dict[str, dict[str, Any]] = {}
         self.alert_states: dict[tuple[str, ...], str] = {}
+        self.scores: dict[str, float] = {}
 
-    def poll(self) -> list[str]:
+    def score(self, signal: str) -> str | None:
+        """A line when the signal's score moved by a tenth or more since the last one."""
+        try:
+            series = self.stack.get_json("detector", f"/api/v1/signals/{signal}")["series"]
+        except OSError:
+            return None
+        if not series:
+            return None
+        top = max(series, key=lambda s: s["score"])
+        last = self.scores.get(signal)
+        if last is not None and abs(top["score"] - last) < 0.1:
+            return None
+        self.scores[signal] = top["score"]
+        return (
+            f"score       {signal} {top['score']:.2f}: actual {_num(top['actual'])}, "
+            f"expected {_num(top['expected'])}"
+        )
+
+    def poll(self) -> tuple[list[str], list[str]]:
+        """Lines about what changed, and the signals newly found anomalous."""
         lines: list[str] = []
+        detected: list[str] = []
         try:
             current = self.stack.get_json("detector", "/api/v1/anomalies")["data"]
         except OSError as exc:
-            return [f"detector    not answering: {exc}"]
+            return [f"detector    not answering: {exc}"], detected
         seen = {}
         for item in current:
             key = item["signal"] + repr(sorted(item["labels"].items()))
             seen[key] = item
             if key not in self.anomalies:
                 lines.append("DETECTED    " + _describe_anomaly(item))
+                detected.append(item["signal"])
         for key, item in self.anomalies.items():
             if key not in seen:
                 lines.append(f"detector    {item['signal']} back to normal")
@@ -179,7 +205,7 @@ class _Watcher:
         try:
             alerts = self.stack.get_json("prometheus", "/api/v1/alerts")["data"]["alerts"]
         except OSError:
-            return lines
+            return lines, detected
         states = {}
         for alert in alerts:
             labels = alert["labels"]
@@ -190,7 +216,7 @@ class _Watcher:
         for key in self.alert_states.keys() - states.keys():
             lines.append(f"prometheus  inactive {_key_text(key)}")
         self.alert_states = states
-        return lines
+        return lines, detected
 
 
 def _key_text(key: tuple[str, ...]) -> str:
@@ -236,7 +262,7 @@ def _timeline(
     fault = dict(plan.fault)
     if fault["kind"] == "latency" and "intensity" not in fault:
         p95 = [lv.level for lv in seed.levels if lv.signal == "latency_p95_seconds"]
-        fault["intensity"] = round(max(5.0, 1.5 * max(p95, default=0.0)), 1)
+        fault["intensity"] = round(max(8.0, 2.0 * max(p95, default=0.0)), 1)
     deadline = result.started + plan.duration_s
     fault_at = result.ready + plan.warmup_s
     say(
@@ -255,22 +281,29 @@ def _timeline(
             result.fault_start = now
             result.fault_end = now + float(fault.get("duration") or math.inf)
             say(f"FAULT       {describe_fault(fault)} (fault {injected['id']}, POST /admin/faults)")
-            signal = _FAULT_SIGNAL.get(fault["kind"], "latency_p95_seconds")
-            say(f"  graph     {_graph_url(stack, signal)}")
+            say(f"  graph     {_graph_url(stack, FAULT_SIGNALS[fault['kind']][0])}")
         if not ended and result.fault_end <= now:
             say("fault       over: the signals return to normal, the alerts resolve")
             ended = True
         after_fault = not math.isnan(result.fault_start)
-        for line in watcher.poll():
-            if line.startswith("DETECTED") and after_fault and math.isnan(result.first_detection):
-                result.first_detection = time.time()
+        lines, detected = watcher.poll()
+        if after_fault and not ended:
+            # The detector's score of the signal the fault moves first, as it rises.
+            lines.insert(0, watcher.score(FAULT_SIGNALS[fault["kind"]][0]) or "")
+        for line in filter(None, lines):
             say(line)
+        related = set(detected) & set(FAULT_SIGNALS[fault["kind"]])
+        if related and after_fault and math.isnan(result.first_detection):
+            result.first_detection = time.time()
+            delay = result.first_detection - result.fault_start
+            say(f"  first detection of the fault {delay:.0f} s after it began")
         while not arrived.empty():
             alert = arrived.get()
             result.alerts.append(alert)
             say("WEBHOOK     " + describe_alert(alert))
+            related = alert.labels.get("signal") in FAULT_SIGNALS[fault["kind"]]
             is_anomaly = alert.labels.get("kind") == "anomaly" and alert.status == "firing"
-            if is_anomaly and after_fault and math.isnan(result.first_alert):
+            if is_anomaly and related and after_fault and math.isnan(result.first_alert):
                 result.first_alert = alert.received_at
                 say(
                     f"first anomaly alert {alert.received_at - result.fault_start:.0f} s after "

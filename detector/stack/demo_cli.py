@@ -11,9 +11,12 @@ from pathlib import Path
 __all__ = ["register"]
 
 _FAULTS = ("latency", "slow_tokens", "errors", "corrupt_json", "memory", "stall")
-# Requests/s now and answer length by engine: the vLLM CPU build answers a few a second at most.
-_RATE = {"synthetic": 5.0, "vllm": 0.5}
-_MAX_TOKENS = {"synthetic": None, "vllm": 64}
+# Requests/s now, answer length and calibration by engine. The vLLM CPU build with the small
+# model answers about 0.25 requests/s of 64 tokens on two cores: a lighter load, and a longer
+# calibration, since a minute holds few requests.
+_RATE = {"synthetic": 5.0, "vllm": 0.2}
+_MAX_TOKENS = {"synthetic": None, "vllm": 32}
+_CALIBRATION_S = {"synthetic": 60.0, "vllm": 120.0}
 
 
 def _duration(text: str) -> float:
@@ -44,18 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fault-intensity",
         type=float,
         help="seconds (latency), share (errors, corrupt_json), MiB (memory); "
-        "default: latency max(5 s, 1.5 x P95), errors and corrupt_json 0.5",
+        "default: latency max(8 s, 2 x P95), errors and corrupt_json 0.5",
     )
     p.add_argument("--fault-duration", type=_duration, default=180.0, help="default 3m")
-    p.add_argument("--rate", type=float, help="requests/s now (default: synthetic 5, vllm 0.5)")
-    p.add_argument("--max-tokens", type=int, help="cap on answer length (default: vllm 64)")
+    p.add_argument("--rate", type=float, help="requests/s now (default: synthetic 5, vllm 0.2)")
+    p.add_argument("--max-tokens", type=int, help="cap on answer length (default: vllm 32)")
     p.add_argument(
         "--time-scale",
         type=float,
         default=0.25,
         help="factor on every alert `for` and Alertmanager wait (default 0.25; 1 = as deployed)",
     )
-    p.add_argument("--calibration", type=_duration, default=60.0, help="default 60s")
+    p.add_argument("--calibration", type=_duration, help="default: synthetic 60s, vllm 2m")
     p.add_argument("--history-days", type=float, default=4.0, help="seeded history (default 4)")
     p.add_argument("--step", type=_duration, default=15.0, help="detector query step (15s)")
     p.add_argument("--scrape-interval", default="5s", help="Prometheus scrape interval (5s)")
@@ -84,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         step=args.step,
         history_days=args.history_days,
-        calibration_s=args.calibration,
+        calibration_s=args.calibration or _CALIBRATION_S[args.engine],
         rate=args.rate if args.rate is not None else _RATE[args.engine],
         max_tokens=args.max_tokens if args.max_tokens is not None else _MAX_TOKENS[args.engine],
         load_duration_s=args.duration + 60.0,

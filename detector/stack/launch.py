@@ -1,48 +1,59 @@
 """The whole stack as real processes on loopback: serving, load, Prometheus, Alertmanager, webhook
-receiver and detector, with Prometheus seeded by history measured from the live traffic.
+receiver and detector.
 
 :class:`StackLauncher` starts each component through a
-:class:`~detector.stack.supervisor.Supervisor` and knows its URL;
-:meth:`StackLauncher.calibrate_and_seed` runs the calibration (:mod:`detector.stack.calibrate`),
-stops Prometheus, writes the history as TSDB blocks into its
-data folder (:mod:`detector.stack.synth`, :mod:`detector.stack.backfill`) and starts it again on
-it, so the live data continue the history without a gap. The demo (:mod:`detector.stack.demo`)
-and the end-to-end test drive the same object.
+:class:`~detector.stack.supervisor.Supervisor`, knows its URL and talks to it (fault injection,
+JSON reads). Prometheus starts first without the detector, for the calibration
+(:func:`detector.stack.seed.calibrate_and_seed` then seeds it with history and starts it again
+with the full configuration). The demo (:mod:`detector.stack.demo`) and the end-to-end test
+drive the same object.
 
-Every path is under ``StackOptions.state_dir`` (``var/demo`` for the demo), which is emptied at
-the start of a run, except for the logs of the previous run, which are overwritten.
+Every path is under ``StackOptions.state_dir`` (``var/demo`` for the demo), which
+:meth:`StackLauncher.prepare` empties of the previous run's state and logs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import shutil
 import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from detector.stack.backfill import PROMTOOL, backfill_prometheus
-from detector.stack.calibrate import SeriesLevel, measure_levels
-from detector.stack.render import JOB_NAMES, StackAddresses, StackConfigFiles, write_stack_configs
+from detector.stack.backfill import PROMTOOL
+from detector.stack.render import (
+    StackAddresses,
+    StackConfigFiles,
+    default_configs_dir,
+    write_stack_configs,
+)
+from detector.stack.runconfig import write_calibration_config, write_detector_config
 from detector.stack.supervisor import ManagedProcess, ProcessSpec, Supervisor, http_status
-from detector.stack.synth import history_series, utc_hour
+from detector.stack.synth import utc_hour
 from detector.stack.webhook import AlertReceiver, ReceivedAlert
-from detector.stack.yamlio import parse_prometheus_duration
 
-__all__ = ["DEFAULT_PORTS", "SeedReport", "StackLauncher", "StackOptions", "pick_port"]
+__all__ = [
+    "ALERTMANAGER",
+    "DEFAULT_PORTS",
+    "PROMETHEUS",
+    "StackLauncher",
+    "StackOptions",
+    "pick_port",
+]
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
-# The load generator's start-up and the first answers' latency: no steady rate before this.
-_LOAD_SETTLE_S = 10.0
+# The monitoring side runs niced: on a small machine the live traffic it measures must not slow
+# down whenever Prometheus compacts or the detector fits (that would be a real anomaly).
+_MONITORING_NICE = 10
 # The components' usual ports (configs/*.yml); a busy one is replaced by a free one.
 DEFAULT_PORTS = {
     "serving": 8080,
@@ -91,18 +102,6 @@ class StackOptions:
     python: str = sys.executable
 
 
-@dataclass(frozen=True)
-class SeedReport:
-    """What the calibration measured and what was written."""
-
-    levels: list[SeriesLevel]
-    series: int
-    points: int
-    start: float
-    end: float
-    seconds: float
-
-
 class StackLauncher:
     """Starts and stops the stack's components; see the module docstring.
 
@@ -121,7 +120,7 @@ class StackLauncher:
         options: StackOptions,
         supervisor: Supervisor,
         *,
-        on_alert: Any = None,
+        on_alert: Callable[[ReceivedAlert], None] | None = None,
     ) -> None:
         self.options = options
         self.supervisor = supervisor
@@ -138,7 +137,7 @@ class StackLauncher:
         self.webhook = AlertReceiver(
             port=ports["webhook"], log_path=self.state / "alerts.jsonl", on_alert=on_alert
         )
-        self.configs: StackConfigFiles | None = None
+        self._configs: StackConfigFiles | None = None
         self.prometheus_started = math.nan
 
     # -- paths and URLs --------------------------------------------------------------------------
@@ -149,12 +148,28 @@ class StackLauncher:
         return "http://" + getattr(self.addresses, component)
 
     @property
+    def configs(self) -> StackConfigFiles:
+        """The rendered configuration (after :meth:`prepare`)."""
+        if self._configs is None:
+            raise RuntimeError("call prepare() first: the configuration is not rendered yet")
+        return self._configs
+
+    @property
     def prometheus_data(self) -> Path:
         """Prometheus's TSDB folder."""
         return self.state / "prometheus"
 
     def prepare(self) -> None:
-        """Empty the state folder (logs excepted) and render the configuration into it."""
+        """Check the tools, empty the state folder of a previous run, render the configuration.
+
+        Raises ``FileNotFoundError`` naming a missing tool and how to install it.
+        """
+        for tool in (PROMETHEUS, ALERTMANAGER, PROMTOOL):
+            if not os.access(tool, os.X_OK):
+                raise FileNotFoundError(
+                    f"{tool} is not installed: `make demo` installs it as root, or "
+                    "apt-get install prometheus prometheus-alertmanager"
+                )
         self.state.mkdir(parents=True, exist_ok=True)
         for name in ("config", "prometheus", "alertmanager", "detector", "alerts.jsonl"):
             path = self.state / name
@@ -162,12 +177,14 @@ class StackLauncher:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        self.configs = write_stack_configs(
+        for log in self.supervisor.log_dir.glob("*.log"):
+            log.unlink()
+        self._configs = write_stack_configs(
             self.state / "config",
             self.addresses,
             scrape_interval=self.options.scrape_interval,
             time_scale=self.options.time_scale,
-            runbook_base=(Path.cwd() / "docs" / "runbook.md").resolve().as_uri(),
+            runbook_base=(default_configs_dir().parent / "docs" / "runbook.md").as_uri(),
         )
 
     # -- components -----------------------------------------------------------------------------
@@ -232,7 +249,6 @@ class StackLauncher:
 
     def start_alerting(self) -> ManagedProcess:
         """The webhook receiver (in this process) and Alertmanager posting to it."""
-        assert self.configs is not None, "prepare() first"
         self.webhook.start()
         data = self.state / "alertmanager"
         data.mkdir(parents=True, exist_ok=True)
@@ -245,32 +261,22 @@ class StackLauncher:
         ]
         return self.supervisor.start(
             ProcessSpec(
-                name="alertmanager", argv=argv, ready_url=self.url("alertmanager") + "/-/ready"
+                name="alertmanager",
+                argv=argv,
+                ready_url=self.url("alertmanager") + "/-/ready",
+                nice=_MONITORING_NICE,
             )
         )
-
-    def _calibration_config(self) -> Path:
-        # Without the detector (not started yet): no scrape job, no rules about it, so its
-        # absence raises no alert while the live levels are measured.
-        assert self.configs is not None, "prepare() first"
-        config = yaml.safe_load(self.configs.prometheus.read_text())
-        config["rule_files"] = [p for p in config["rule_files"] if Path(p).name != "anomaly.yml"]
-        detector_job = JOB_NAMES["detector"]
-        config["scrape_configs"] = [
-            job for job in config["scrape_configs"] if job["job_name"] != detector_job
-        ]
-        path = self.configs.prometheus.with_name("prometheus-calibration.yml")
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
 
     def start_prometheus(self, *, calibration: bool = False) -> ManagedProcess:
         """Prometheus on the rendered config and the state folder's TSDB.
 
         With ``calibration``, without the detector's scrape job and alert rules.
         """
-        assert self.configs is not None, "prepare() first"
         self.prometheus_data.mkdir(parents=True, exist_ok=True)
-        config = self._calibration_config() if calibration else self.configs.prometheus
+        config = self.configs.prometheus
+        if calibration:
+            config = write_calibration_config(config)
         argv = [
             PROMETHEUS,
             f"--config.file={config}",
@@ -284,6 +290,7 @@ class StackLauncher:
                 argv=argv,
                 ready_url=self.url("prometheus") + "/-/ready",
                 ready_timeout=120.0,
+                nice=_MONITORING_NICE,
             )
         )
         self.prometheus_started = time.time()
@@ -292,21 +299,15 @@ class StackLauncher:
     def detector_config(self) -> Path:
         """``configs/detector.yaml`` pointed at this stack, its state under the state folder."""
         opts = self.options
-        config = yaml.safe_load((Path.cwd() / "configs" / "detector.yaml").read_text())
-        for signal in config.get("signals", []):
-            signal["step"] = f"{opts.step:g}s"
-        config.update(
-            prometheus={"url": self.url("prometheus"), "timeout": "10s"},
-            interval=f"{opts.detector_interval:g}s",
-            training_window=f"{opts.history_days + 1:g}d",
-            registry_root=str(self.state / "detector" / "models"),
-            history_db=str(self.state / "detector" / "history.sqlite"),
-            host="127.0.0.1",
+        return write_detector_config(
+            self.state / "config" / "detector.yaml",
+            prometheus_url=self.url("prometheus"),
             port=int(self.addresses.detector.rsplit(":", 1)[1]),
+            state_dir=self.state / "detector",
+            step=opts.step,
+            interval=opts.detector_interval,
+            training_days=opts.history_days + 1,
         )
-        path = self.state / "config" / "detector.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
 
     def start_detector(self, *, models_timeout: float = 300.0) -> ManagedProcess:
         """``llmwatch detect`` on :meth:`detector_config`; returns once ``/health`` is 200
@@ -319,6 +320,7 @@ class StackLauncher:
                 ready_url=self.url("detector") + "/health",
                 ready_codes=frozenset({200, 503}),  # up; models come next
                 ready_timeout=120.0,
+                nice=_MONITORING_NICE,
             )
         )
         deadline = time.monotonic() + models_timeout
@@ -330,52 +332,6 @@ class StackLauncher:
                 )
             time.sleep(0.5)
         return child
-
-    # -- calibration and history ------------------------------------------------------------------
-    def calibrate_and_seed(self, since: float) -> SeedReport:
-        """Measure the live signals for ``options.calibration_s``, then seed Prometheus.
-
-        ``since`` is when the load started; the calibration starts once the load has settled
-        (requests in flight at a steady count) and Prometheus (started with ``calibration=True``)
-        has scraped twice. Prometheus is stopped while the
-        blocks are written, then started on the same data with the full configuration.
-        """
-        assert self.configs is not None, "prepare() first"
-        opts = self.options
-        scrape = parse_prometheus_duration(opts.scrape_interval)
-        begin = max(since + _LOAD_SETTLE_S, self.prometheus_started + 2 * scrape)
-        while time.time() < begin + opts.calibration_s:
-            self.supervisor.check()
-            time.sleep(0.5)
-        end = time.time()
-        rules = next(p for p in self.configs.rule_files if p.name == "recording.yml")
-        levels = measure_levels(
-            self.url("prometheus"),
-            rules,
-            start=begin,
-            end=end,
-            resolution=scrape,
-            short_window=max(5.0, 2 * scrape),
-        )
-        began = time.monotonic()
-        self.supervisor.get("prometheus").stop()
-        series = history_series(
-            levels,
-            end=since - 1.0,
-            days=opts.history_days,
-            step=opts.step,
-            seed=opts.seed,
-        )
-        backfill_prometheus(self.prometheus_data, series, promtool=PROMTOOL)
-        self.start_prometheus()
-        return SeedReport(
-            levels=levels,
-            series=len(series),
-            points=sum(s.timestamps.size for s in series),
-            start=float(series[0].timestamps[0]) if series else since,
-            end=since - 1.0,
-            seconds=time.monotonic() - began,
-        )
 
     # -- talking to the components ----------------------------------------------------------------
     def get_json(self, component: str, path: str, timeout: float = 5.0) -> Any:

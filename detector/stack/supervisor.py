@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _POLL_S = 0.2
+_NICE = shutil.which("nice") or "/usr/bin/nice"
 
 
 class ChildExited(RuntimeError):
@@ -64,6 +66,8 @@ class ProcessSpec:
         Seconds to wait for readiness before giving up.
     stop_timeout
         Seconds between SIGTERM and SIGKILL.
+    nice
+        Scheduling niceness (0-19): background work that must not slow the others down.
     """
 
     name: str
@@ -74,6 +78,7 @@ class ProcessSpec:
     ready_codes: frozenset[int] = frozenset({200})
     ready_timeout: float = 60.0
     stop_timeout: float = 20.0
+    nice: int = 0
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -140,9 +145,12 @@ class ManagedProcess:
             raise RuntimeError(f"{self.spec.name} is already running")
         self.stopping = False
         env = {**os.environ, **self.spec.env}
+        argv = list(self.spec.argv)
+        if self.spec.nice:
+            argv = [_NICE, "-n", str(self.spec.nice), *argv]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                list(self.spec.argv),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -9,8 +9,8 @@ ends where the live data begins and, at the current time of day, has the live le
   ratios, token counts and memory keep their level;
 - the **noise** is Gaussian with the measured spread, averaged over a window as long as the
   recording rules' (one minute), so that neighbouring points are as correlated as live ones; it
-  is never below a floor per kind of signal, since a one-minute calibration can only
-  underestimate a spread;
+  is never below a floor per kind of signal (wider where a window holds few requests), and half
+  as large again, since a one-minute calibration can only underestimate a spread;
 - every series is written twice, as ``llmwatch:<signal>`` and as
   ``llmwatch:signal_value{signal="<signal>"}``, with the labels the live rule produces.
 """
@@ -36,7 +36,10 @@ LOAD_COUPLING: dict[str, float] = {
     "ttft_p95_seconds": 0.15,
 }
 _RULE_WINDOW_S = 60.0
-_SAFETY = 1.25  # margin on the measured spread
+# A minute of calibration sees the noise of a minute: the bursts of a busy host, a slow client
+# or a garbage collection over hours are missing from it. Noisier history keeps the detector
+# from flagging ordinary live variation; real faults are many times larger.
+_SAFETY = 1.5
 
 
 def utc_hour(t: np.ndarray | float) -> np.ndarray:
@@ -44,22 +47,30 @@ def utc_hour(t: np.ndarray | float) -> np.ndarray:
     return (np.asarray(t, dtype=np.float64) % DAY_S) / 3600.0
 
 
-def noise_floor(signal: str, level: float) -> float:
+def noise_floor(signal: str, level: float, requests: float | None = None) -> float:
     """The smallest spread a seeded series gets, by kind of signal.
+
+    ``requests`` is how many requests one rule window holds: a statistic of few requests (a
+    quantile, a ratio) varies more, by one over its square root.
 
     >>> noise_floor("error_ratio", 0.0), noise_floor("latency_p95_seconds", 2.0)
     (0.002, 0.16)
+    >>> round(noise_floor("latency_p95_seconds", 2.0, requests=10), 3)
+    0.632
     """
+    few = 1.0 / np.sqrt(requests) if requests else 0.0
     if signal.endswith("_ratio"):
-        return 0.002
+        # Binomial: a share of the window's requests (at least one of them).
+        share = min(max(level, few**2), 1.0)
+        return float(max(0.002, np.sqrt(share * (1.0 - share)) * few))
     if signal == "requests_per_second":
         # A Poisson count over the rule's window.
         return float(np.sqrt(max(level, 0.0) / _RULE_WINDOW_S))
     if signal.endswith("_seconds"):
         # Latency quantiles are read from histogram buckets, and a busy host slows every
         # request a little: more spread than one quiet minute shows.
-        return 0.08 * abs(level)
-    return 0.03 * abs(level)
+        return float(max(0.08, few) * abs(level))
+    return float(max(0.03, 0.5 * few) * abs(level))
 
 
 def _shape(
@@ -114,9 +125,12 @@ def history_series(
     t = grid_times(end - days * DAY_S, end, step)
     t = t[t <= end]
     rng = np.random.default_rng(seed)
+    rates = [lv.level for lv in levels if lv.signal == "requests_per_second"]
+    requests = sum(rates) * _RULE_WINDOW_S if rates else None
     out = []
     for item in levels:
-        sigma = _SAFETY * max(item.sigma, noise_floor(item.signal, item.level))
+        floor = noise_floor(item.signal, item.level, requests)
+        sigma = _SAFETY * max(item.sigma, floor)
         shape = _shape(item.signal, t, end, rate_factor)
         # A count's spread grows with the square root of its level (Poisson); others keep theirs.
         spread = sigma * (np.sqrt(shape) if LOAD_COUPLING.get(item.signal) == 1.0 else 1.0)
