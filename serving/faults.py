@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import mmap
 import random
 import time
 from collections.abc import Callable
@@ -109,7 +110,7 @@ class FaultInjector:
         self._next_id = 1
         self._schedule: list[FaultSpec] = []
         self._active: dict[str, list[Fault]] = {kind: [] for kind in FAULT_KINDS}
-        self._memory: dict[int, list[bytearray]] = {}
+        self._memory: dict[int, list[mmap.mmap]] = {}
         self._unstalled = asyncio.Event()
         self._unstalled.set()
         self._changed = asyncio.Event()
@@ -142,7 +143,8 @@ class FaultInjector:
             if fault.state != "ended":
                 self._finish(fault, now)
         self._publish()
-        self._memory.clear()
+        for fault_id in list(self._memory):
+            self._release(fault_id)
 
     # -- admin --------------------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class FaultInjector:
         else:
             _log.info("fault %d cancelled before it started: kind=%s", fault.id, fault.spec.kind)
         fault.ended_at = self.to_unix(now)
-        self._memory.pop(fault.id, None)
+        self._release(fault.id)
         self._changed.set()
 
     def _advance(self, now: float) -> None:
@@ -283,6 +285,10 @@ class FaultInjector:
                     self._memory.setdefault(fault.id, []).append(block)
                     budget -= want
 
+    def _release(self, fault_id: int) -> None:
+        for block in self._memory.pop(fault_id, ()):
+            block.close()
+
     @property
     def memory_bytes(self) -> int:
         """Bytes held by memory faults now."""
@@ -335,7 +341,9 @@ class FaultInjector:
         return chunk
 
 
-def _touched_block(size: int) -> bytearray:
-    block = bytearray(size)
+def _touched_block(size: int) -> mmap.mmap:
+    # An anonymous mapping of its own, not the heap: unmapping it gives the memory back to the
+    # system at once, where freed heap blocks may stay in the process.
+    block = mmap.mmap(-1, size)
     block[::4096] = b"\x01" * len(range(0, size, 4096))
     return block

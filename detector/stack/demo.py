@@ -200,7 +200,8 @@ class _Watcher:
                 detected.append(item["signal"])
         for key, item in self.anomalies.items():
             if key not in seen:
-                lines.append(f"detector    {item['signal']} back to normal")
+                # Scores mark onsets and re-arm: a shift that lasts is the band alert's.
+                lines.append(f"detector    {item['signal']} no longer anomalous (event closed)")
         self.anomalies = seen
         try:
             alerts = self.stack.get_json("prometheus", "/api/v1/alerts")["data"]["alerts"]

@@ -153,8 +153,12 @@ def fetch_events(
     return table.sort_values(["start", "id"], ignore_index=True)
 
 
-def group_events(events: pd.DataFrame, *, gap: str | pd.Timedelta = "5min") -> pd.DataFrame:
+def group_events(events: pd.DataFrame, *, gap: str | pd.Timedelta = "15min") -> pd.DataFrame:
     """``events`` numbered by ``incident``: events overlapping in time (within ``gap``) share one.
+
+    Scores mark onsets and re-arm, so one lasting problem can open several short events minutes
+    apart; the anomaly alert keeps firing 10 minutes past its last event (``keep_firing_for`` in
+    ``configs/rules/anomaly.yml``), so a 15-minute gap groups what one page would have covered.
 
     Open events count as lasting until now. Incidents are numbered from 1 in time order.
     """
