@@ -28,6 +28,7 @@ from detector.tracking import Track  # only the state container; the updates are
 # The detector's defaults (SeasonalBaseline, Ensemble, Hysteresis), for direction "both".
 BINS, MIN_STRENGTH, CLIP, ACCEPT_POINTS, BAND = 24, 0.2, 3.0, 3, 3.0
 SLOW_HALFLIFE, SLOW_ACCEPT_S, HORIZON_S, ENTER, LEAVE = 6 * 3600.0, 2 * 3600.0, DAY_S, 0.95, 0.5
+REFRACTORY = 20  # rows after an onset whose repeats are held just below ENTER
 HALFLIVES = [0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 MAD, Q90, WEEK_ORIGIN = 1.4826, 1.6449, 4 * DAY_S
 
@@ -308,6 +309,7 @@ class Ensemble:
         skip = min(len(t) // 5, 50)
         self.cal = [Calibrator(scores[skip:], horizon) for scores in train]
         self.hyst = [[0, 0] for _ in range(n_sig + 1)]  # per signal, then overall
+        self.since = [REFRACTORY + 1] * n_sig  # rows since each signal's last onset
 
     def step(self, t: float, row: list[float]) -> tuple[float, int, list[float], list]:
         """Overall score and decision, per-signal scores and (expected, lower, upper)."""
@@ -318,8 +320,15 @@ class Ensemble:
             bands.append((expected, lower, upper))
         for h, s in zip(self.hyst, per, strict=False):
             _decide(h, s)
-        overall = max(per)
-        return overall, _decide(self.hyst[-1], overall), per, bands
+        decision = _decide(self.hyst[-1], max(per))
+        for j, s in enumerate(per):
+            self.since[j] = min(self.since[j] + 1, REFRACTORY + 1)
+            if s >= ENTER:
+                if self.since[j] <= REFRACTORY:
+                    per[j] = math.nextafter(ENTER, -math.inf)
+                else:
+                    self.since[j] = 0
+        return max(per), decision, per, bands
 
 
 def backtest(frame: pd.DataFrame, settings: BacktestSettings | None = None) -> pd.DataFrame:
@@ -337,6 +346,7 @@ def backtest(frame: pd.DataFrame, settings: BacktestSettings | None = None) -> p
         fresh = Ensemble(t[first:start], rows[first:start])
         if model is not None:
             fresh.hyst = [list(h) for h in model.hyst]
+            fresh.since = list(model.since)
         model = fresh
         for i in range(start, stop):
             score, on, per, _ = model.step(t[i], rows[i])

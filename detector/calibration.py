@@ -7,15 +7,20 @@ graded, finite rarity. The calibrated score is ``exp(-p * n)`` with ``n`` the nu
 reference horizon (one day by default): the probability that a whole normal day would not produce a
 score this high. A value seen a few times a day maps near 0, one rarer than once a week above 0.85,
 so one threshold means the same for every signal and detector.
+
+:class:`TailCalibrator` calibrates one score column; :class:`CalibratorBank` holds many fitted
+calibrators in arrays and calibrates all their columns with one set of array operations.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping
 
 import numpy as np
 
 from detector.base import NotFittedError, check_range
 
-__all__ = ["TailCalibrator"]
+__all__ = ["CalibratorBank", "TailCalibrator"]
 
 
 class TailCalibrator:
@@ -76,12 +81,8 @@ class TailCalibrator:
         if not hasattr(self, "sorted_"):
             raise NotFittedError("TailCalibrator is not fitted yet; call fit() first")
         s = self.sorted_
-        total = s.size + self.n_dropped_
-        keep = max(
-            int(np.count_nonzero(s >= self.threshold_)),
-            int(np.ceil(total * precision / self.horizon_points_)),
-            1,
-        )
+        above = np.count_nonzero(s >= self.threshold_)
+        keep = int(_kept(above, s.size + self.n_dropped_, self.horizon_points_, precision))
         if keep < s.size:
             self.n_dropped_ += s.size - keep
             self.sorted_ = s[s.size - keep :].copy()
@@ -92,12 +93,123 @@ class TailCalibrator:
         if not hasattr(self, "sorted_"):
             raise NotFittedError("TailCalibrator is not fitted yet; call fit() first")
         x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
-        s, dropped = self.sorted_, self.n_dropped_
-        n = s.size + dropped
-        body = (n - (dropped + np.searchsorted(s, x, side="left")) + 1.0) / (n + 1.0)
-        tail = self.p_threshold_ * np.exp(-np.maximum(x - self.threshold_, 0.0) / self.beta_)
-        return np.where(x > self.threshold_, np.minimum(tail, body), body)
+        below = np.searchsorted(self.sorted_, x, side="left")
+        n = self.sorted_.size + self.n_dropped_
+        return _survival(
+            x, below, n, self.n_dropped_, self.threshold_, self.beta_, self.p_threshold_
+        )
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated ``anomaly_score`` in [0, 1], monotone in the raw score."""
         return np.exp(-self.survival(scores) * self.horizon_points_)
+
+
+class CalibratorBank:
+    """Fitted :class:`TailCalibrator` objects in arrays, one per score column, applied together.
+
+    ``labels`` are the mapping's keys, in the order of the columns :meth:`transform` expects;
+    iterating gives them too.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fitted = {k: TailCalibrator().fit(rng.exponential(size=500), horizon_points=288)
+    ...           for k in ("a", "b")}
+    >>> bank = CalibratorBank(fitted)
+    >>> list(bank), bank.transform(np.array([[0.0, 12.0]])).round(2).tolist()
+    (['a', 'b'], [[0.0, 0.98]])
+    """
+
+    def __init__(self, calibrators: Mapping[Hashable, TailCalibrator]) -> None:
+        fitted = list(calibrators.values())
+        if any(not hasattr(cal, "sorted_") for cal in fitted):
+            raise NotFittedError("every calibrator must be fitted; call fit() first")
+        self.labels = list(calibrators)
+        self.threshold = np.array([cal.threshold_ for cal in fitted])
+        self.beta = np.array([cal.beta_ for cal in fitted])
+        self.p_threshold = np.array([cal.p_threshold_ for cal in fitted])
+        self.horizon_points = np.array([cal.horizon_points_ for cal in fitted])
+        self.n_dropped = np.array([cal.n_dropped_ for cal in fitted], dtype=np.int64)
+        # Every calibrator's sorted scores one after another: column j's are
+        # ``values[start[j] : start[j] + size[j]]``.
+        self._set_values(
+            np.concatenate([cal.sorted_ for cal in fitted]) if fitted else np.zeros(0),
+            np.array([cal.sorted_.size for cal in fitted], dtype=np.int64),
+        )
+
+    def _set_values(self, values: np.ndarray, size: np.ndarray) -> None:
+        self.values, self.size = values, size
+        self.start = np.cumsum(size) - size
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def compact(self, *, precision: float = 40.0) -> CalibratorBank:
+        """:meth:`TailCalibrator.compact` for every calibrator."""
+        above = self.size - self._count_below(self.threshold[None, :])[0]
+        keep = np.minimum(
+            _kept(above, self.size + self.n_dropped, self.horizon_points, precision), self.size
+        )
+        drop = self.size - keep
+        # Each calibrator keeps its highest ``keep`` scores, the end of its stretch of ``values``.
+        rank = np.arange(self.values.size) - np.repeat(self.start, self.size)
+        self._set_values(self.values[rank >= np.repeat(drop, self.size)].copy(), keep)
+        self.n_dropped = self.n_dropped + drop
+        return self
+
+    def survival(self, scores: np.ndarray) -> np.ndarray:
+        """:meth:`TailCalibrator.survival` of each column of ``scores`` (rows, calibrators)."""
+        x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
+        n = self.size + self.n_dropped
+        below = self._count_below(x)
+        return _survival(x, below, n, self.n_dropped, self.threshold, self.beta, self.p_threshold)
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated ``anomaly_score`` of each column of ``scores`` (rows, calibrators)."""
+        return np.exp(-self.survival(scores) * self.horizon_points)
+
+    def _count_below(self, x: np.ndarray) -> np.ndarray:
+        """How many of column j's kept scores are below ``x[:, j]``: ``searchsorted`` per column.
+
+        A binary search run on every cell at once; each step halves every cell's interval.
+        """
+        lo = np.zeros(x.shape, dtype=np.int64)
+        hi = np.broadcast_to(self.size, x.shape).copy()
+        last = max(self.values.size - 1, 0)
+        for _ in range(int(self.size.max(initial=0)).bit_length()):
+            mid = (lo + hi) // 2
+            searching = lo < hi
+            less = self.values[np.minimum(self.start + mid, last)] < x
+            lo = np.where(searching & less, mid + 1, lo)
+            hi = np.where(searching & ~less, mid, hi)
+        return lo
+
+
+def _kept(
+    above: np.ndarray, total: np.ndarray, horizon: np.ndarray, precision: float
+) -> np.ndarray:
+    """How many of the highest scores :meth:`TailCalibrator.compact` keeps (see there)."""
+    needed = np.ceil(total * precision / horizon).astype(np.int64)
+    return np.maximum(np.maximum(above, needed), 1)
+
+
+def _survival(
+    x: np.ndarray,
+    below: np.ndarray,
+    n: np.ndarray,
+    dropped: np.ndarray,
+    threshold: np.ndarray,
+    beta: np.ndarray,
+    p_threshold: np.ndarray,
+) -> np.ndarray:
+    """Empirical survival in the body, the fitted exponential beyond ``threshold``.
+
+    ``below`` counts the kept training scores below each ``x``; ``n`` is how many there were
+    in all, ``dropped`` how many lowest ones were left out by compaction.
+    """
+    body = (n - (dropped + below) + 1.0) / (n + 1.0)
+    tail = p_threshold * np.exp(-np.maximum(x - threshold, 0.0) / beta)
+    return np.where(x > threshold, np.minimum(tail, body), body)

@@ -24,11 +24,12 @@ from detector.base import (
     check_frame,
     check_range,
 )
-from detector.calibration import TailCalibrator
-from detector.hysteresis import Hysteresis
+from detector.calibration import CalibratorBank, TailCalibrator
+from detector.hysteresis import Hysteresis, HysteresisGroup
 from detector.methods.iforest import JOINT, IsolationForestDetector
 from detector.methods.levelshift import LevelShiftDetector
 from detector.methods.seasonal import SeasonalBaseline
+from detector.refractory import Refractory
 from detector.timeutil import DAY_S, seconds
 
 __all__ = ["DEFAULT_FAMILIES", "FAMILIES", "JOINT", "OVERALL", "Ensemble", "EnsembleScores"]
@@ -76,6 +77,9 @@ class Ensemble(ParamsMixin):
         Seconds of normal data the calibration refers to (see :mod:`detector.calibration`).
     enter, leave, min_points :
         Hysteresis of the ``anomalous`` decision.
+    refractory : int
+        Rows after a signal's onset (a score at or above ``enter``) during which its repeats are
+        held just below ``enter`` (:mod:`detector.refractory`); 0 turns it off.
     random_state : int
         Seed for the isolation forest.
 
@@ -108,6 +112,7 @@ class Ensemble(ParamsMixin):
         enter: float = 0.95,
         leave: float = 0.5,
         min_points: int = 1,
+        refractory: int = 20,
         random_state: int = 0,
     ) -> None:
         self.directions = directions
@@ -123,6 +128,7 @@ class Ensemble(ParamsMixin):
         self.enter = enter
         self.leave = leave
         self.min_points = min_points
+        self.refractory = refractory
         self.random_state = random_state
 
     def _validate_params(self) -> None:
@@ -133,6 +139,7 @@ class Ensemble(ParamsMixin):
             raise ValueError("families must include 'seasonal': the others score its residuals")
         check_range("horizon", self.horizon, 0.0, math.inf, closed="neither")
         Hysteresis(enter=self.enter, leave=self.leave, min_points=self.min_points)
+        check_range("refractory", self.refractory, 0, 1_000_000)
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> Self:
@@ -170,19 +177,31 @@ class Ensemble(ParamsMixin):
         horizon_points = max(self.horizon / self.step_s_, 1.0) * n_tests
         # The tracker's first rows have no history yet; their scores would inflate the tails.
         skip = min(frame.shape[0] // 5, 50)
-        self.calibrators_: dict[tuple[str, str], TailCalibrator] = {}
+        calibrators = {}
         for family, scores in raw.items():
             for column in scores.columns:
                 cal = TailCalibrator().fit(
                     scores[column].to_numpy()[skip:], horizon_points=horizon_points
                 )
-                self.calibrators_[(column, family)] = cal
+                calibrators[(column, family)] = cal
+        # One calibrator per (signal or "joint", family), in the order of the scores' columns.
+        self.calibrators_ = CalibratorBank(calibrators)
+        self.detector_columns_ = pd.MultiIndex.from_tuples(self.calibrators_.labels)
         self.training_end_ = frame.index[-1]
         self.training_start_ = frame.index[0]
-        self.hysteresis_ = {
-            name: Hysteresis(enter=self.enter, leave=self.leave, min_points=self.min_points)
-            for name in [*self.signals_, OVERALL]
-        }
+        # The refractory periods run per signal, and for each joint (cross-signal) column.
+        joint = [label[0] for label in self.calibrators_.labels if label[0] not in self.signals_]
+        units = [*self.signals_, *dict.fromkeys(joint)]
+        self.column_units_ = np.array(
+            [units.index(label[0]) for label in self.calibrators_.labels], dtype=np.int64
+        )
+        self.refractory_ = Refractory(units, enter=self.enter, points=self.refractory)
+        self.hysteresis_ = HysteresisGroup(
+            [*self.signals_, OVERALL],
+            enter=self.enter,
+            leave=self.leave,
+            min_points=self.min_points,
+        )
         return self
 
     def _raw_training_scores(self) -> dict[str, pd.DataFrame]:
@@ -203,15 +222,25 @@ class Ensemble(ParamsMixin):
             for name in ("train_decomposition_", "train_scores_"):
                 if hasattr(detector, name):
                     delattr(detector, name)
-        for cal in self.calibrators_.values():
-            cal.compact()
+        self.calibrators_.compact()
         return self
 
     def carry_decisions(self, previous: Ensemble) -> None:
-        """Continue the ``anomalous`` decisions of the model this one replaces."""
-        for name, hyst in self.hysteresis_.items():
-            if name in previous.hysteresis_:
-                hyst.state = previous.hysteresis_[name].state
+        """Continue the ``anomalous`` decisions and refractory periods of the model replaced."""
+        self.hysteresis_.carry(previous.hysteresis_)
+        self.refractory_.carry(previous.refractory_)
+
+    def _unit_scores(self, matrix: np.ndarray, per_signal: np.ndarray) -> np.ndarray:
+        """Scores of the refractory units: each signal's, then each joint column's maximum."""
+        n = len(self.signals_)
+        extra = len(self.refractory_) - n
+        if extra == 0:
+            return per_signal
+        joint = np.full((matrix.shape[0], extra), -np.inf)
+        for column, unit in enumerate(self.column_units_):
+            if unit >= n:
+                np.maximum(joint[:, unit - n], matrix[:, column], out=joint[:, unit - n])
+        return np.hstack([per_signal, joint])
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, frame: pd.DataFrame) -> EnsembleScores:
@@ -231,43 +260,34 @@ class Ensemble(ParamsMixin):
         for name, member in self.members_.items():
             z = dec.z_slow if name == "levelshift" else dec.z
             raw[name] = member.update(z) if advance else member.score(z)
-        # (rows, columns) per family, then the per-signal maximum across families: plain arrays,
-        # since per-column pandas operations dominate when many signals are scored at once.
-        blocks, keys = [], []
-        for family, scores in raw.items():
-            arr = scores.to_numpy()
-            blocks.append(
-                np.column_stack(
-                    [
-                        self.calibrators_[(column, family)].transform(arr[:, j])
-                        for j, column in enumerate(scores.columns)
-                    ]
-                )
-            )
-            keys += [(column, family) for column in scores.columns]
-        matrix = np.hstack(blocks)
-        detector_scores = pd.DataFrame(
-            matrix, index=frame.index, columns=pd.MultiIndex.from_tuples(keys)
-        )
+        # Plain arrays from here on: per-column pandas operations dominate when many signals are
+        # scored at once. Columns follow the calibrators: each family's, in family order.
+        matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))
         n = len(self.signals_)
-        per_signal = blocks[0][:, :n].copy()
-        for family, block in zip(raw, blocks, strict=True):
+        per_signal = matrix[:, :n].copy()
+        start = 0
+        for family, scores in raw.items():
             if family != "iforest":
-                np.maximum(per_signal, block, out=per_signal)
-        signal_scores = pd.DataFrame(per_signal, index=frame.index, columns=self.signals_)
-        overall = pd.Series(matrix.max(axis=1), index=frame.index)
-        hyst = self.hysteresis_ if advance else _copy_hysteresis(self.hysteresis_)
-        decided = [hyst[name].decide(per_signal[:, j]) for j, name in enumerate(self.signals_)]
-        signal_anomalous = pd.DataFrame(
-            np.column_stack(decided), index=frame.index, columns=self.signals_
+                np.maximum(per_signal, matrix[:, start : start + n], out=per_signal)
+            start += scores.shape[1]
+        # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
+        # per episode, and ``min_points`` needs consecutive rows that holding would cap.
+        decided = self.hysteresis_.decide(
+            np.column_stack([per_signal, matrix.max(axis=1)]), advance=advance
         )
+        # A signal's onset is found on its score across families; a held row holds every
+        # family's score of that signal, so no detector column reports the repeat either.
+        held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
+        cap = self.refractory_.cap
+        matrix = np.where(held[:, self.column_units_], np.minimum(matrix, cap), matrix)
+        per_signal = np.where(held[:, :n], np.minimum(per_signal, cap), per_signal)
+        detector_scores = pd.DataFrame(matrix, index=frame.index, columns=self.detector_columns_)
+        overall = matrix.max(axis=1)
         return EnsembleScores(
-            anomaly_score=overall.rename("anomaly_score"),
-            anomalous=pd.Series(
-                hyst[OVERALL].decide(overall.to_numpy()), index=frame.index, name="anomalous"
-            ),
-            signal_scores=signal_scores,
-            signal_anomalous=signal_anomalous,
+            anomaly_score=pd.Series(overall, index=frame.index, name="anomaly_score"),
+            anomalous=pd.Series(decided[:, n], index=frame.index, name="anomalous"),
+            signal_scores=pd.DataFrame(per_signal, index=frame.index, columns=self.signals_),
+            signal_anomalous=pd.DataFrame(decided[:, :n], index=frame.index, columns=self.signals_),
             detector_scores=detector_scores,
             actual=frame,
             expected=dec.expected,
@@ -275,12 +295,3 @@ class Ensemble(ParamsMixin):
             upper=dec.upper,
             residuals=dec.z,
         )
-
-
-def _copy_hysteresis(hyst: dict[str, Hysteresis]) -> dict[str, Hysteresis]:
-    out = {}
-    for name, h in hyst.items():
-        copy = Hysteresis(enter=h.enter, leave=h.leave, min_points=h.min_points)
-        copy.state = h.state
-        out[name] = copy
-    return out

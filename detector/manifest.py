@@ -175,14 +175,17 @@ def library_mismatches(
 
     A different major version refuses the model: pickles of numpy, pandas or scikit-learn objects
     are not kept loadable across such changes. A different minor version only warns (the model
-    usually loads; scikit-learn itself would warn); patch releases are ignored. A library recorded
-    or installed on one side only warns too: if the model needs an absent module, unpickling fails
-    and says so.
+    usually loads; scikit-learn itself would warn); patch releases are ignored. llmwatch's own
+    0.x minor releases change the fitted models' layout, so for llmwatch they refuse too. A
+    library recorded or installed on one side only warns: if the model needs an absent module,
+    unpickling fails and says so.
 
     >>> library_mismatches({"numpy": "2.3.1"}, {"numpy": "2.3.5"})
     ([], [])
     >>> library_mismatches({"numpy": "2.2.0"}, {"numpy": "2.3.5"})[1]
     ['numpy 2.2.0 (model) vs 2.3.5 (running)']
+    >>> library_mismatches({"llmwatch": "0.1.0"}, {"llmwatch": "0.2.0"})[0]
+    ['llmwatch 0.1.0 (model) vs 0.2.0 (running)']
     """
     refuse, warn = [], []
     for name in LIBRARIES:
@@ -192,7 +195,7 @@ def library_mismatches(
         if a is None or b is None:
             if a != b:
                 warn.append(line)
-        elif a[0] != b[0]:
+        elif a[0] != b[0] or (name == "llmwatch" and a[0] == "0" and a != b):
             refuse.append(line)
         elif a != b:
             warn.append(line)

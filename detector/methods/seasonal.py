@@ -12,6 +12,7 @@ scaled by a MAD per time-of-day bin, shrunk towards the global MAD and floored s
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -30,9 +31,10 @@ from detector.base import (
     check_range,
     direction_for,
 )
+from detector.methods.seasonal_models import SignalModel, StackedModels
 from detector.robust import MAD_TO_SIGMA, Q90_TO_SIGMA, binned_quantiles, robust_sigma
 from detector.timeutil import DAY_S, WEEK_S, phase_lookup, phase_of, seconds
-from detector.tracking import Track, best_halflife, ewma_before, track_level
+from detector.tracking import Tracks, best_halflife, ewma_before, track_levels
 
 __all__ = ["Decomposition", "SeasonalBaseline"]
 
@@ -56,26 +58,6 @@ class Decomposition:
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
-
-
-@dataclass
-class _SignalModel:
-    profile: np.ndarray  # seasonal offset per phase bin; empty when no seasonality is used
-    period_s: float  # length of the cycle the profile covers (0 when none)
-    scale: np.ndarray  # one-step residual scale per time-of-day bin
-    slow_scale: np.ndarray  # residual scale against the slow level, per time-of-day bin
-    seasonality: str  # what was used and, on fallback, why
-    halflife: float  # seconds for the level to move half-way to a new value
-    offset: float  # values are modelled as log(x + offset); NaN when modelled as they are
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if math.isnan(self.offset):
-            return x
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.log(np.maximum(x + self.offset, 1e-300))
-
-    def backward(self, y: np.ndarray) -> np.ndarray:
-        return y if math.isnan(self.offset) else np.exp(y) - self.offset
 
 
 class SeasonalBaseline(BaseDetector):
@@ -167,19 +149,24 @@ class SeasonalBaseline(BaseDetector):
         check_range("band", self.band, 0.0, math.inf, closed="neither")
         check_directions(self.directions)
 
+    @property
+    def models_(self) -> dict[str, SignalModel]:
+        """What was learned about each signal (a view of ``stacked_``)."""
+        return {name: self.stacked_.model(j) for j, name in enumerate(self.signals_)}
+
     # -- fitting ------------------------------------------------------------------------------
-    def _fit_model(self, frame: pd.DataFrame) -> dict[str, list[Track]]:
+    def _fit_model(self, frame: pd.DataFrame) -> list[Tracks]:
         t_all = seconds(frame.index)
-        self.models_: dict[str, _SignalModel] = {}
-        self.seasonality_: dict[str, str] = {}
         self.signals_ = list(frame.columns)
+        models = []
         for name in frame.columns:
             x = frame[name].to_numpy()
             ok = np.isfinite(x)
-            model = self._fit_signal(t_all[ok], x[ok])
-            self.models_[name] = model
-            self.seasonality_[name] = model.seasonality
-        return {name: [Track(), Track()] for name in frame.columns}
+            models.append(self._fit_signal(t_all[ok], x[ok]))
+        self.stacked_ = StackedModels.stack(models)
+        self.seasonality_ = dict(zip(self.signals_, self.stacked_.seasonality, strict=True))
+        # The fast and the slow tracker of every signal.
+        return [Tracks.start(len(models)), Tracks.start(len(models))]
 
     def _offset(self, x: np.ndarray) -> float:
         positive = x[x > 0]
@@ -189,7 +176,7 @@ class SeasonalBaseline(BaseDetector):
             return math.nan
         return 0.05 * float(np.median(positive))
 
-    def _fit_signal(self, t: np.ndarray, raw: np.ndarray) -> _SignalModel:
+    def _fit_signal(self, t: np.ndarray, raw: np.ndarray) -> SignalModel:
         bins = int(self.bins_per_day)
         offset = self._offset(raw)
         if self.transform == "log" and math.isnan(offset):
@@ -199,7 +186,7 @@ class SeasonalBaseline(BaseDetector):
             ones = np.ones(bins)
             halflife = self._fixed_halflife(DAY_S / bins)
             how = f"none ({x.size} points)"
-            return _SignalModel(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
+            return SignalModel(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
         width = DAY_S / bins
         step = float(np.median(np.diff(t))) if x.size > 1 else width
         span = float(t[-1] - t[0])
@@ -222,7 +209,7 @@ class SeasonalBaseline(BaseDetector):
         for hl in (halflife, max(halflife, self.slow_halflife)):
             resid = deseason - ewma_before(deseason, hl / step)
             scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
-        return _SignalModel(profile, period, *scales, how, halflife, offset)
+        return SignalModel(profile, period, *scales, how, halflife, offset)
 
     def _choose_period(self, span: float, step: float) -> tuple[float, str]:
         wanted = self.seasonality
@@ -313,47 +300,43 @@ class SeasonalBaseline(BaseDetector):
         return step if self.level_halflife == "auto" else float(self.level_halflife)
 
     def _decompose(
-        self, frame: pd.DataFrame, state: dict[str, list[Track]]
-    ) -> tuple[Decomposition, dict[str, list[Track]]]:
+        self, frame: pd.DataFrame, state: list[Tracks]
+    ) -> tuple[Decomposition, list[Tracks]]:
+        # Every signal at once, a row at a time in the trackers: with many signals and few rows
+        # (the streaming case) per-signal numpy calls on tiny arrays would dominate the cost.
         t = seconds(frame.index)
-        # One array per output, filled column by column: building frames from dicts of many
-        # columns dominates the cost when a thousand signals are scored one row at a time.
-        values = frame.reindex(columns=self.signals_).to_numpy()
-        parts = np.empty((5, t.size, len(self.signals_)))
+        models = self.stacked_
+        x = models.forward(frame.reindex(columns=self.signals_).to_numpy())
+        season = models.season(t)
+        d = x - season
+        fast, slow = state
         points = int(self.accept_points)
-        models = [self.models_[name] for name in self.signals_]
-        fast_scales = phase_lookup(np.stack([m.scale for m in models]), DAY_S, t)
-        slow_scales = phase_lookup(np.stack([m.slow_scale for m in models]), DAY_S, t)
-        for j, name in enumerate(self.signals_):
-            model = models[j]
-            x = model.forward(values[:, j])
-            season = phase_lookup(model.profile, model.period_s, t) if model.period_s else 0.0
-            d = x - season
-            fast, slow = state[name]
-            s = fast_scales[j]
-            level = track_level(t, d, self.clip * s, fast, model.halflife, points, 0.0)
-            parts[0, :, j] = (d - level) / s
-            s = slow_scales[j]
-            hl = max(model.halflife, self.slow_halflife)
-            level = track_level(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
-            parts[1, :, j] = (d - level) / s
-            centre = level + season
-            parts[2, :, j] = model.backward(centre)
-            parts[3, :, j] = model.backward(centre - self.band * s)
-            parts[4, :, j] = model.backward(centre + self.band * s)
+        s = phase_lookup(models.scale, DAY_S, t).T
+        level = track_levels(t, d, self.clip * s, fast, models.halflife, points, 0.0)
+        z = (d - level) / s
+        s = phase_lookup(models.slow_scale, DAY_S, t).T
+        hl = np.maximum(models.halflife, self.slow_halflife)
+        level = track_levels(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
+        z_slow = (d - level) / s
+        centre = level + season
+        parts = (
+            z,
+            z_slow,
+            models.backward(centre),
+            models.backward(centre - self.band * s),
+            models.backward(centre + self.band * s),
+        )
         idx, cols = frame.index, pd.Index(self.signals_)
         dec = Decomposition(*(pd.DataFrame(part, index=idx, columns=cols) for part in parts))
         return dec, state
 
-    def _run(
-        self, frame: pd.DataFrame, state: dict[str, list[Track]]
-    ) -> tuple[pd.DataFrame, dict[str, list[Track]]]:
+    def _run(self, frame: pd.DataFrame, state: list[Tracks]) -> tuple[pd.DataFrame, list[Tracks]]:
         dec, state = self._decompose(frame, state)
         return self.scores_from(dec.z), state
 
     def _run_training(
-        self, frame: pd.DataFrame, state: dict[str, list[Track]]
-    ) -> tuple[pd.DataFrame, dict[str, list[Track]]]:
+        self, frame: pd.DataFrame, state: list[Tracks]
+    ) -> tuple[pd.DataFrame, list[Tracks]]:
         # Other families learn from the training residuals: keep them rather than recompute.
         self.train_decomposition_, state = self._decompose(frame, state)
         return self.scores_from(self.train_decomposition_.z), state
@@ -361,20 +344,20 @@ class SeasonalBaseline(BaseDetector):
     def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
         """Direction-aware raw scores of signed standardised residuals."""
         values = z.to_numpy()
-        out = np.empty_like(values)
-        for direction in DIRECTIONS:
-            cols = [
-                j for j, n in enumerate(z.columns) if direction_for(self.directions, n) == direction
-            ]
-            if cols:
-                out[:, cols] = apply_direction(values[:, cols], direction)
+        if isinstance(self.directions, str):
+            out = apply_direction(values, self.directions)
+        else:
+            wanted = np.array([direction_for(self.directions, n) for n in z.columns])
+            out = np.empty_like(values)
+            for direction in DIRECTIONS:
+                cols = wanted == direction
+                if cols.any():
+                    out[:, cols] = apply_direction(values[:, cols], direction)
         return pd.DataFrame(out, index=z.index, columns=z.columns)
 
     def decompose(self, frame: pd.DataFrame, *, advance: bool = False) -> Decomposition:
         """Residuals, expectations and scales of ``frame``; ``advance`` keeps the tracker state."""
         self._check_fitted()
-        state = self.state_
-        if not advance:
-            state = {k: [Track(**vars(tr)) for tr in v] for k, v in state.items()}
+        state = self.state_ if advance else copy.deepcopy(self.state_)
         dec, _ = self._decompose(check_frame(frame), state)
         return dec

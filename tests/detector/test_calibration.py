@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from detector.base import NotFittedError
-from detector.calibration import TailCalibrator
+from detector.calibration import CalibratorBank, TailCalibrator
 
 HORIZON = 2880  # one day of 30-second points
 
@@ -157,3 +157,66 @@ def test_not_fitted() -> None:
 def test_invalid_parameters(kwargs: dict, horizon: float, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         TailCalibrator(**kwargs).fit(np.arange(100.0), horizon_points=horizon)
+
+
+def fitted_calibrators(seed: int) -> dict[str, TailCalibrator]:
+    """Calibrators of different sizes and shapes: ties, flat, tiny, empty and NaN-ridden data."""
+    rng = np.random.default_rng(seed)
+    trainings = {
+        "exponential": rng.exponential(size=700),
+        "ties": np.round(rng.exponential(size=400), 1),
+        "flat": np.full(50, 2.5),
+        "tiny": rng.exponential(size=3),
+        "empty": np.array([]),
+        "gappy": np.where(rng.random(300) < 0.3, np.nan, rng.gamma(2.0, size=300)),
+    }
+    horizons = [2880, 100, 10, 2880, 50, 1e5]
+    return {
+        key: TailCalibrator().fit(train, horizon_points=horizon)
+        for (key, train), horizon in zip(trainings.items(), horizons, strict=True)
+    }
+
+
+def probes(calibrators: dict[str, TailCalibrator], seed: int) -> np.ndarray:
+    """Rows of scores per calibrator: random, exactly on training values, NaN and infinite."""
+    rng = np.random.default_rng(seed)
+    on_training = [np.resize(cal.sorted_, 40) for cal in calibrators.values()]
+    rows = np.vstack([rng.exponential(3.0, (40, len(calibrators))), np.column_stack(on_training)])
+    rows[::7, ::2] = np.nan
+    rows[3, 1] = np.inf
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bank_equals_each_calibrator_before_and_after_compaction(seed: int) -> None:
+    calibrators = fitted_calibrators(seed)
+    bank = CalibratorBank(calibrators)
+    assert list(bank) == list(calibrators) and len(bank) == len(calibrators)
+    x = probes(calibrators, seed)
+    for _ in range(2):  # as fitted, then compacted (twice: compaction is idempotent)
+        with np.errstate(over="ignore"):  # the infinite score, as with one calibrator
+            got = bank.transform(x)
+            for j, cal in enumerate(calibrators.values()):
+                np.testing.assert_array_equal(got[:, j], cal.transform(x[:, j]))
+                np.testing.assert_array_equal(bank.survival(x)[:, j], cal.survival(x[:, j]))
+        bank.compact()
+        for cal in calibrators.values():
+            cal.compact()
+    kept = [cal.sorted_.size for cal in calibrators.values()]
+    assert bank.size.tolist() == kept
+    assert bank.n_dropped.tolist() == [cal.n_dropped_ for cal in calibrators.values()]
+    assert sum(kept) < 700  # compaction dropped most of the stored training scores
+
+
+def test_bank_of_one_row_and_of_no_rows() -> None:
+    calibrators = fitted_calibrators(7)
+    bank = CalibratorBank(calibrators)
+    row = np.array([[1.0, 0.5, 2.5, 0.0, 1.0, 30.0]])
+    expected = [cal.transform(row[0, j : j + 1])[0] for j, cal in enumerate(calibrators.values())]
+    np.testing.assert_array_equal(bank.transform(row)[0], expected)
+    assert bank.transform(np.zeros((0, len(bank)))).shape == (0, len(bank))
+
+
+def test_bank_needs_fitted_calibrators() -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        CalibratorBank({"a": TailCalibrator()})

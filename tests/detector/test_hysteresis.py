@@ -9,11 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.hysteresis import Hysteresis
+from detector.hysteresis import Hysteresis, HysteresisGroup
 
 
 def decide(scores, **kwargs) -> list[int]:
     return Hysteresis(**kwargs).decide(np.array(scores, dtype=float)).tolist()
+
+
+def reference(scores, state, enter, leave, need) -> tuple[list[int], tuple[int, int]]:
+    """The rule stated row by row: count rows of the condition that would flip the decision."""
+    on, count = state
+    out = []
+    for s in np.nan_to_num(np.asarray(scores, dtype=float)).tolist():
+        flip = s < leave if on else s >= enter
+        count = count + 1 if flip else 0
+        if count >= need:
+            on, count = 1 - on, 0
+        out.append(on)
+    return out, (on, count)
 
 
 def test_enter_needs_min_points_in_a_row() -> None:
@@ -108,3 +121,58 @@ def test_decisions_only_change_after_min_points_evidence(scores) -> None:
 def test_invalid_parameters(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         Hysteresis(**kwargs)
+
+
+# Scores on, just below and between the thresholds, so that ties and the dead band are exercised.
+LEVELS = [0.0, 0.39, 0.4, 0.6, 0.79, 0.8, 1.0, np.nan]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cells=st.lists(st.sampled_from(LEVELS), min_size=0, max_size=120),
+    width=st.integers(min_value=1, max_value=4),
+    need=st.integers(min_value=1, max_value=4),
+    states=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 3)), min_size=4, max_size=4),
+)
+def test_group_equals_the_rule_row_by_row(cells, width, need, states) -> None:
+    states = states[:width]
+    rows = len(cells) // width
+    scores = np.array(cells[: rows * width], dtype=float).reshape(rows, width)
+    names = [f"s{j}" for j in range(width)]
+    # A carried count is always below min_points: reaching it would have switched the decision.
+    start = {
+        name: (on, min(count, need - 1)) for name, (on, count) in zip(names, states, strict=True)
+    }
+    group = HysteresisGroup(names, enter=0.8, leave=0.4, min_points=need)
+    group.carry(start)
+    out = group.decide(scores)
+    assert out.dtype == np.int8 and out.shape == (rows, width)
+    for j, name in enumerate(names):
+        expected, state = reference(scores[:, j], start[name], 0.8, 0.4, need)
+        assert out[:, j].tolist() == expected
+        assert group[name] == state
+
+
+def test_group_without_advance_keeps_its_states() -> None:
+    group = HysteresisGroup(["a", "b"], enter=0.9, leave=0.5, min_points=2)
+    high = np.full((3, 2), 0.95)
+    assert group.decide(high, advance=False).tolist() == [[0, 0], [1, 1], [1, 1]]
+    assert dict(group) == {"a": (0, 0), "b": (0, 0)}
+    group.decide(high)
+    assert dict(group) == {"a": (1, 0), "b": (1, 0)}
+    assert group.decide(np.zeros((0, 2))).shape == (0, 2)
+    assert dict(group) == {"a": (1, 0), "b": (1, 0)}
+
+
+def test_group_carry_takes_only_shared_names() -> None:
+    old = HysteresisGroup(["a", "gone"], enter=0.9, leave=0.5)
+    old.decide(np.array([[0.95, 0.95]]))
+    new = HysteresisGroup(["a", "new"], enter=0.9, leave=0.5)
+    new.carry(old)
+    assert dict(new) == {"a": (1, 0), "new": (0, 0)}
+    assert len(new) == 2 and "gone" not in new
+
+
+def test_group_checks_its_thresholds() -> None:
+    with pytest.raises(ValueError, match="leave"):
+        HysteresisGroup(["a"], enter=0.5, leave=0.6)

@@ -40,7 +40,8 @@ def _run_through_spike(url: str, tmp_path, now: float) -> None:
             a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
             peak = max(peak, a.score)
             if clock.now == spike + STEP:
-                assert a.anomalous and a.detector_scores["seasonal"] > 0.95
+                # Past its onset the spike's score is held just below 0.95 (refractory).
+                assert a.anomalous and 0.9 < a.detector_scores["seasonal"] < 0.95
                 assert [x.labels for x in service.active_anomalies()] == [{"model": "a"}]
         assert peak > 0.99
         assert all(not s.anomalous for s in service.series() if s.labels != {"model": "a"})
