@@ -1,12 +1,12 @@
 """Naive reference: the default ensemble written the obvious way, one point at a time in Python.
 
 This is the yardstick ``bench/run.py`` compares against. It follows the mathematics of ``detector``
-as of commit 6f83df2 with default parameters (seasonal family only, values modelled as they are,
-automatic level half-life, fast and slow level trackers, median-excess tail calibration,
-hysteresis, the causal refit loop). It loops over points with plain floats, lists, dicts,
-``statistics.median`` and ``bisect`` instead of arrays. STL is still statsmodels': a hand-written
-STL would be a different algorithm rather than a slower one, and it only ever sees the short series
-of bin medians.
+(llmwatch 0.2) with default parameters (seasonal and level-shift families, values modelled as
+they are, automatic level half-life, fast and slow level trackers, median-excess tail
+calibration, hysteresis, the refractory period, the causal refit loop). It loops over points with
+plain floats, lists, dicts, ``statistics.median`` and ``bisect`` instead of arrays. STL is still
+statsmodels': a hand-written STL would be a different algorithm rather than a slower one, and it
+only ever sees the short series of bin medians.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from bisect import bisect_left, bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -29,6 +30,7 @@ from detector.tracking import Track  # only the state container; the updates are
 BINS, MIN_STRENGTH, CLIP, ACCEPT_POINTS, BAND = 24, 0.2, 3.0, 3, 3.0
 SLOW_HALFLIFE, SLOW_ACCEPT_S, HORIZON_S, ENTER, LEAVE = 6 * 3600.0, 2 * 3600.0, DAY_S, 0.95, 0.5
 REFRACTORY = 20  # rows after an onset whose repeats are held just below ENTER
+WINDOW = 8  # the level-shift family's window, in rows
 HALFLIVES = [0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 MAD, Q90, WEEK_ORIGIN = 1.4826, 1.6449, 4 * DAY_S
 
@@ -284,6 +286,18 @@ class Calibrator:
         return math.exp(-surv * self.horizon)
 
 
+class LevelShift:
+    """Per-point ``LevelShiftDetector``: the last ``WINDOW`` residuals' sum over root count."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=WINDOW)
+
+    def __call__(self, z: float) -> float:
+        self.recent.append(z)
+        present = [v for v in self.recent if math.isfinite(v)]
+        return _score(sum(present) / math.sqrt(len(present))) if present else 0.0
+
+
 def _decide(state: list[int], score: float) -> int:
     """One point of the hysteresis (``min_points`` 1): ``state`` is ``[decision, count]``."""
     flip = score < LEAVE if state[0] else score >= ENTER
@@ -297,26 +311,29 @@ class Ensemble:
 
     def __init__(self, t: list[float], rows: list[list[float]]) -> None:
         n_sig = len(rows[0])
-        self.signals = []
+        self.signals, self.shifts = [], [LevelShift() for _ in range(n_sig)]
         train: list[list[float]] = []
+        shift_train: list[list[float]] = []
         for j in range(n_sig):
             sig, z = fit_baseline(t, [r[j] for r in rows])
             self.signals.append(sig)
             train.append([_score(v) for v in z])
+            shift_train.append([self.shifts[j](v) for v in z])
         step = statistics.median([b - a for a, b in pairwise(t)]) if len(t) > 1 else 1.0
-        horizon = max(HORIZON_S / max(step, 1e-3), 1.0) * n_sig
+        horizon = max(HORIZON_S / max(step, 1e-3), 1.0) * 2 * n_sig  # two families per signal
         # The tracker's first rows have no history yet; their scores would inflate the tails.
         skip = min(len(t) // 5, 50)
         self.cal = [Calibrator(scores[skip:], horizon) for scores in train]
+        self.shift_cal = [Calibrator(scores[skip:], horizon) for scores in shift_train]
         self.hyst = [[0, 0] for _ in range(n_sig + 1)]  # per signal, then overall
         self.since = [REFRACTORY + 1] * n_sig  # rows since each signal's last onset
 
     def step(self, t: float, row: list[float]) -> tuple[float, int, list[float], list]:
         """Overall score and decision, per-signal scores and (expected, lower, upper)."""
         per, bands = [], []
-        for sig, cal, x in zip(self.signals, self.cal, row, strict=True):
-            z, expected, lower, upper = decompose(sig, t, x)
-            per.append(cal(_score(z)))
+        for j, x in enumerate(row):
+            z, expected, lower, upper = decompose(self.signals[j], t, x)
+            per.append(max(self.cal[j](_score(z)), self.shift_cal[j](self.shifts[j](z))))
             bands.append((expected, lower, upper))
         for h, s in zip(self.hyst, per, strict=False):
             _decide(h, s)

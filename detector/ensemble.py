@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_FAMILIES", "FAMILIES", "JOINT", "OVERALL", "Ensemble", "Ense
 FAMILIES = ("seasonal", "levelshift", "iforest")
 # The families whose addition improved the evaluation (docs/evaluation.md has the figures); the
 # others stay available for signals where they help.
-DEFAULT_FAMILIES = ("seasonal",)
+DEFAULT_FAMILIES = ("seasonal", "levelshift")
 OVERALL = "overall"
 
 
@@ -163,7 +163,7 @@ class Ensemble(ParamsMixin):
         if "levelshift" in self.families:
             self.members_["levelshift"] = LevelShiftDetector(
                 window=self.window, directions=self.directions
-            ).fit(self.baseline_.train_decomposition_.z_slow)
+            ).fit(z)
         if "iforest" in self.families:
             self.members_["iforest"] = IsolationForestDetector(
                 window=self.window, directions=self.directions, random_state=self.random_state
@@ -258,8 +258,7 @@ class Ensemble(ParamsMixin):
         dec = self.baseline_.decompose(frame, advance=advance)
         raw = {"seasonal": self.baseline_.scores_from(dec.z)}
         for name, member in self.members_.items():
-            z = dec.z_slow if name == "levelshift" else dec.z
-            raw[name] = member.update(z) if advance else member.score(z)
+            raw[name] = member.update(dec.z) if advance else member.score(dec.z)
         # Plain arrays from here on: per-column pandas operations dominate when many signals are
         # scored at once. Columns follow the calibrators: each family's, in family order.
         matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))

@@ -22,17 +22,28 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import matplotlib as mpl
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
-from dateutil import tz as dateutil_tz
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from detector.methods.seasonal import SeasonalBaseline
+from detector.plot_common import (
+    ANOMALY_COLOR,
+    BAND_COLOR,
+    STYLE,
+    axis_label,
+    finish,
+    legend_outside,
+    local_times,
+    save_png,
+    time_axis,
+    time_zone,
+    zone_name,
+)
 from detector.timeutil import WEEK_S, phase_lookup, seconds
 
 __all__ = [
@@ -42,67 +53,6 @@ __all__ = [
     "plot_score_distributions",
     "save_png",
 ]
-
-_STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.titleweight": "bold",
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "legend.fontsize": 9,
-    "legend.frameon": False,
-}
-_BAND = "#9ecae1"
-_ANOMALY = "#d62728"
-
-
-def _zone(tz: str | tzinfo | None) -> tzinfo:
-    if tz is None:
-        return dateutil_tz.tzlocal()
-    return ZoneInfo(tz) if isinstance(tz, str) else tz
-
-
-def _zone_name(zone: tzinfo) -> str:
-    name = getattr(zone, "key", None) or zone.tzname(None)
-    return name or "local time"
-
-
-def _local(index: pd.Index, zone: tzinfo) -> pd.DatetimeIndex:
-    index = pd.DatetimeIndex(index)
-    # Naive times in this project are UTC (Prometheus, the backtest CSVs).
-    return (index if index.tz is not None else index.tz_localize("UTC")).tz_convert(zone)
-
-
-def _time_axis(ax: Axes, zone: tzinfo) -> None:
-    locator = mdates.AutoDateLocator(tz=zone)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone))
-    ax.set_xlabel(f"time ({_zone_name(zone)})")
-
-
-def _legend(ax: Axes) -> None:
-    # Outside the plot, on the right: a legend inside would hide data wherever it sits.
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-
-
-def _ylabel(name: str, unit: str) -> str:
-    return f"{name} ({unit})" if unit else name
-
-
-def save_png(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
-    return path
-
-
-def _finish(fig: Figure, save: str | Path | None) -> Figure:
-    if save is not None:
-        save_png(fig, save)
-    return fig
 
 
 def _baseline(model: Any) -> SeasonalBaseline:
@@ -156,7 +106,7 @@ def plot_decomposition(
     if signal not in base.models_:
         raise KeyError(f"{signal!r} is not a signal of the model; it has {list(base.models_)}")
     fitted = base.models_[signal]
-    zone = _zone(tz)
+    zone = time_zone(tz)
     values = frame[[signal]].reindex(columns=base.signals_)
     if replay:
         base = copy.deepcopy(base).reset()
@@ -169,27 +119,27 @@ def plot_decomposition(
     half_band = fitted.forward(dec.upper[signal].to_numpy()) - centre
     logged = not math.isnan(fitted.offset)
     # The parts add up in the model's space: log(x + c) under the log transform.
-    label = f"log({signal} + {fitted.offset:.3g})" if logged else _ylabel(signal, unit)
+    label = f"log({signal} + {fitted.offset:.3g})" if logged else axis_label(signal, unit)
     part_unit = "log units" if logged else unit
-    when = _local(frame.index, zone)
-    with mpl.rc_context(_STYLE):
+    when = local_times(frame.index, zone)
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11, 8.5), layout="constrained")
         ax_obs, ax_prof, ax_res = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 2]})
         ax_obs.plot(when, x, lw=0.8, color="#555555", label="observed")
         ax_obs.plot(when, trend, lw=1.6, color="#1f77b4", label="trend (level tracker)")
         ax_obs.set(title=f"{signal}: observed and trend", ylabel=label)
-        _legend(ax_obs)
-        _time_axis(ax_obs, zone)
+        legend_outside(ax_obs)
+        time_axis(ax_obs, zone)
         _plot_profile(ax_prof, fitted, zone, when[0].normalize(), signal)
-        ax_prof.set_ylabel(_ylabel("seasonal offset", part_unit))
+        ax_prof.set_ylabel(axis_label("seasonal offset", part_unit))
         ax_res.plot(when, residual, lw=0.8, color="#555555", label="residual")
-        ax_res.fill_between(when, -half_band, half_band, color=_BAND, alpha=0.5, label="band")
+        ax_res.fill_between(when, -half_band, half_band, color=BAND_COLOR, alpha=0.5, label="band")
         ax_res.axhline(0.0, color="black", lw=0.6)
-        ax_res.set(title=f"{signal}: residual", ylabel=_ylabel("residual", part_unit))
-        _legend(ax_res)
-        _time_axis(ax_res, zone)
+        ax_res.set(title=f"{signal}: residual", ylabel=axis_label("residual", part_unit))
+        legend_outside(ax_res)
+        time_axis(ax_res, zone)
         fig.suptitle(f"Seasonal decomposition of {signal}", fontsize=13)
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def _plot_profile(ax: Axes, fitted: Any, zone: tzinfo, midnight: pd.Timestamp, signal: str) -> None:
@@ -220,7 +170,7 @@ def _plot_profile(ax: Axes, fitted: Any, zone: tzinfo, midnight: pd.Timestamp, s
         ax.xaxis.set_major_locator(mdates.DayLocator(tz=zone))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%a", tz=zone))
     what = "time of day" if daily else "day of week"
-    ax.set_xlabel(f"{what} ({_zone_name(zone)})")
+    ax.set_xlabel(f"{what} ({zone_name(zone)})")
 
 
 def plot_actual_vs_expected(
@@ -243,14 +193,19 @@ def plot_actual_vs_expected(
     adds a panel with the calibrated anomaly score and the ``threshold`` line.
     """
     name = signal or str(actual.name or "signal")
-    zone = _zone(tz)
-    when = _local(actual.index, zone)
-    with mpl.rc_context(_STYLE):
+    zone = time_zone(tz)
+    when = local_times(actual.index, zone)
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11, 6.5 if score is not None else 4.5), layout="constrained")
         axes = fig.subplots(2 if score is not None else 1, 1, sharex=True, squeeze=False)[:, 0]
         ax = axes[0]
         ax.fill_between(
-            when, lower.to_numpy(), upper.to_numpy(), color=_BAND, alpha=0.5, label="expected band"
+            when,
+            lower.to_numpy(),
+            upper.to_numpy(),
+            color=BAND_COLOR,
+            alpha=0.5,
+            label="expected band",
         )
         ax.plot(when, expected.to_numpy(), color="#1f77b4", lw=1.2, label="expected")
         ax.plot(when, actual.to_numpy(), color="#333333", lw=0.9, label="actual")
@@ -258,32 +213,36 @@ def plot_actual_vs_expected(
             flags = anomalous.reindex(actual.index).fillna(0).to_numpy().astype(bool)
             for a, b in _runs(flags):
                 for axis in axes:
-                    axis.axvspan(when[a], when[b - 1], color=_ANOMALY, alpha=0.12, lw=0)
+                    axis.axvspan(when[a], when[b - 1], color=ANOMALY_COLOR, alpha=0.12, lw=0)
             ax.scatter(
                 when[flags],
                 actual.to_numpy()[flags],
                 s=14,
-                color=_ANOMALY,
+                color=ANOMALY_COLOR,
                 zorder=3,
                 label=f"anomalous ({_count(len(_runs(flags)), 'event')})",
             )
-        ax.set(title=f"{name}: actual vs expected", ylabel=_ylabel(name, unit))
-        _legend(ax)
+        ax.set(title=f"{name}: actual vs expected", ylabel=axis_label(name, unit))
+        legend_outside(ax)
         if score is not None:
             axes[1].plot(when, score.reindex(actual.index).to_numpy(), color="#9467bd", lw=1.0)
             if threshold is not None:
                 axes[1].axhline(
-                    threshold, color=_ANOMALY, ls="--", lw=1.0, label=f"threshold {threshold:g}"
+                    threshold,
+                    color=ANOMALY_COLOR,
+                    ls="--",
+                    lw=1.0,
+                    label=f"threshold {threshold:g}",
                 )
-                _legend(axes[1])
+                legend_outside(axes[1])
             axes[1].set(
                 title=f"{name}: anomaly score", ylabel="anomaly score (0-1)", ylim=(-0.02, 1.02)
             )
         for axis in axes:
-            _time_axis(axis, zone)
+            time_axis(axis, zone)
         for axis in axes[:-1]:
             axis.set_xlabel("")  # shared time axis: labelled once, at the bottom
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def _count(n: int, noun: str) -> str:
@@ -297,8 +256,14 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     )
 
 
-def plot_ensemble_scores(scores: Any, signal: str, **kwargs: Any) -> Figure:
-    """:func:`plot_actual_vs_expected` for one signal of an ``EnsembleScores``."""
+def plot_ensemble_scores(
+    scores: Any, signal: str, *, name: str | None = None, **kwargs: Any
+) -> Figure:
+    """:func:`plot_actual_vs_expected` for one signal of an ``EnsembleScores``.
+
+    ``name`` is what titles and labels call it (default: ``signal``); other keywords are
+    :func:`plot_actual_vs_expected`'s.
+    """
     return plot_actual_vs_expected(
         scores.actual[signal],
         scores.expected[signal],
@@ -306,7 +271,7 @@ def plot_ensemble_scores(scores: Any, signal: str, **kwargs: Any) -> Figure:
         scores.upper[signal],
         anomalous=scores.signal_anomalous[signal],
         score=scores.signal_scores[signal],
-        signal=signal,
+        signal=name or signal,
         **kwargs,
     )
 
@@ -326,7 +291,7 @@ def plot_score_distributions(
     """
     columns = list(scores.items())
     edges = np.linspace(0.0, 1.0, bins + 1)
-    with mpl.rc_context(_STYLE):
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(9, 4.5), layout="constrained")
         ax = fig.subplots()
         for name, values in columns:
@@ -337,8 +302,10 @@ def plot_score_distributions(
                 above = f", {np.mean(v >= threshold):.2%} >= {threshold:g}"
             ax.hist(v, bins=edges, histtype="step", lw=1.5, label=f"{name} (n={v.size}{above})")
         if threshold is not None:
-            ax.axvline(threshold, color=_ANOMALY, ls="--", lw=1.0, label=f"threshold {threshold:g}")
+            ax.axvline(
+                threshold, color=ANOMALY_COLOR, ls="--", lw=1.0, label=f"threshold {threshold:g}"
+            )
         ax.set_yscale("log")
         ax.set(title=title, xlabel="anomaly score (0-1)", ylabel="points (log scale)", xlim=(0, 1))
         ax.legend(loc="upper right")
-    return _finish(fig, save)
+    return finish(fig, save)

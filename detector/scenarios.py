@@ -3,7 +3,8 @@
 Each scenario is a multi-signal frame of recording-rule outputs (P95/P99 latency, TTFT, request
 rate, error ratios, GPU memory, tokens per request) at a fixed step, with daily and weekly
 seasonality, counting noise and scrape gaps, plus up to three injected incidents whose intervals are
-the labels. Incidents start only after day 4 so that detectors have history to learn from.
+the labels (each kind of incident is defined in :mod:`detector.scenario_incidents`). Incidents
+start only after day 4 so that detectors have history to learn from.
 Everything is drawn from ``numpy.random.default_rng`` seeded by the seed and the scenario name, so a
 seed reproduces a scenario exactly; the underlying traffic profile depends on the seed alone.
 
@@ -20,13 +21,24 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from detector.scenario_incidents import (
+    DAY_RPS,
+    HOUR_S,
+    MINUTE_S,
+    NIGHT_RPS,
+    Drivers,
+    Grid,
+    Incidents,
+    inject_incidents,
+)
+from detector.timeutil import DAY_S
 
 __all__ = ["SCENARIO_NAMES", "SIGNAL_DIRECTIONS", "Scenario", "generate", "write_scenarios"]
 
@@ -41,11 +53,6 @@ SIGNAL_DIRECTIONS: dict[str, str] = {
     "tokens_per_request": "up",
 }
 
-_MIN, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
-_HISTORY_DAYS = 4.0
-# Incidents are kept apart so that each one's grace period and a detector's recovery stay separate.
-_INCIDENT_GAP_S = 6 * _HOUR
-_NIGHT_RPS, _DAY_RPS = 3.0, 17.5
 _WEEKEND_DAY, _WEEKEND_NIGHT = 0.45, 0.85
 # Request rate at which queueing roughly doubles latency; weekday peaks sit near 45 % of it.
 _CAPACITY_RPS = 40.0
@@ -96,157 +103,27 @@ class Scenario:
     description: str
 
 
-@dataclass
-class _Grid:
-    index: pd.DatetimeIndex
-    t: np.ndarray  # seconds since the first row
-    hour: np.ndarray  # wall-clock hour of day, fractional
-    day: np.ndarray  # calendar day number, counted from the first row's day
-    weekend: np.ndarray
-    step_s: float
-
-
-@dataclass
-class _Drivers:
-    """Latent state per row that incidents modify before observation noise is drawn."""
-
-    rate: np.ndarray  # expected requests per second
-    latency: np.ndarray  # multiplier on every latency signal
-    tokens: np.ndarray  # multiplier on output tokens per request
-    error_p: np.ndarray
-    json_error_p: np.ndarray
-    memory_mb: np.ndarray  # added to the GPU memory plateau
-    restarts: list[int] = field(default_factory=list)  # rows where a restart's scrape gap begins
-
-
-# An incident list: (first row, last row, size as text).
-_Incidents = list[tuple[int, int, str]]
-
-
 def _smooth_noise(t: np.ndarray, rng: np.random.Generator, knot_s: float) -> np.ndarray:
     """Unit-scale noise that wanders slowly: independent normals at knots, linearly interpolated."""
     knots = np.arange(0.0, t[-1] + 2 * knot_s, knot_s)
     return np.interp(t, knots, rng.standard_normal(knots.size))
 
 
-def _base_drivers(g: _Grid, rng: np.random.Generator) -> _Drivers:
+def _base_drivers(g: Grid, rng: np.random.Generator) -> Drivers:
     # Office hours with soft edges (a product of two logistic steps) and a small lunch dip.
     office = 1.0 / ((1.0 + np.exp((8.0 - g.hour) / 0.9)) * (1.0 + np.exp((g.hour - 19.5) / 1.3)))
     lunch = 1.0 - 0.12 * np.exp(-0.5 * ((g.hour - 12.75) / 0.6) ** 2)
-    day_level = np.where(g.weekend, _WEEKEND_DAY * _DAY_RPS, _DAY_RPS)
-    night = np.where(g.weekend, _WEEKEND_NIGHT * _NIGHT_RPS, _NIGHT_RPS)
+    day_level = np.where(g.weekend, _WEEKEND_DAY * DAY_RPS, DAY_RPS)
+    night = np.where(g.weekend, _WEEKEND_NIGHT * NIGHT_RPS, NIGHT_RPS)
     rate = night + (day_level - night) * office * lunch
     # Real traffic never draws the same curve twice: a level per day and a slow wander within it.
     rate *= np.exp(rng.normal(0.0, 0.06, g.day[-1] + 1))[g.day]
-    rate *= np.exp(0.08 * _smooth_noise(g.t, rng, _HOUR))
+    rate *= np.exp(0.08 * _smooth_noise(g.t, rng, HOUR_S))
     ones = np.ones_like(rate)
-    return _Drivers(rate, ones.copy(), ones.copy(), ones * _ERROR_P, ones * _JSON_ERROR_P, 0 * ones)
+    return Drivers(rate, ones.copy(), ones.copy(), ones * _ERROR_P, ones * _JSON_ERROR_P, 0 * ones)
 
 
-def _place(
-    g: _Grid, rng: np.random.Generator, durations_s: np.ndarray, tail_s: float = _HOUR
-) -> list[tuple[int, int]]:
-    """Random, time-ordered, separated incident rows after the history period."""
-    lo, hi = _HISTORY_DAYS * _DAY, g.t[-1] - tail_s
-    dur = np.asarray(durations_s, dtype=float)
-    while dur.size and hi - lo - dur.sum() - _INCIDENT_GAP_S * (dur.size - 1) < 0:
-        dur = dur[:-1]
-    if not dur.size:
-        raise ValueError("series too short: incidents start after day 4 and need room to end")
-    free = hi - lo - dur.sum() - _INCIDENT_GAP_S * (dur.size - 1)
-    before = np.concatenate(([0.0], np.cumsum(dur[:-1] + _INCIDENT_GAP_S)))
-    starts = lo + np.sort(rng.uniform(0.0, free, dur.size)) + before
-    first = np.ceil(starts / g.step_s).astype(int)
-    last = np.floor((starts + dur) / g.step_s).astype(int)
-    return list(zip(first.tolist(), last.tolist(), strict=True))
-
-
-# Incidents holding one driver at a new level: driver, duration range (min), size range, how, label.
-_STEP_INCIDENTS: dict[str, tuple[str, tuple[float, float], tuple[float, float], str, str]] = {
-    "latency_regression": ("latency", (20, 180), (1.4, 2.0), "mul", "latency x{:.2f}"),
-    "traffic_surge": ("rate", (10, 120), (2.0, 3.0), "mul", "requests per second x{:.2f}"),
-    "traffic_drop": ("rate", (10, 90), (0.1, 0.4), "mul", "requests per second to {:.0%}"),
-    "error_burst": ("error_p", (10, 60), (0.03, 0.20), "set", "error ratio {:.1%}"),
-    "json_error_burst": ("json_error_p", (10, 120), (0.10, 0.40), "set", "JSON error ratio {:.1%}"),
-    "generation_loops": ("tokens", (20, 180), (2.0, 4.0), "mul", "tokens per request x{:.2f}"),
-}
-
-
-def _step_incidents(name: str, g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
-    driver, (lo_min, hi_min), (lo, hi), how, label = _STEP_INCIDENTS[name]
-    k = int(rng.integers(1, 4))
-    spans = _place(g, rng, rng.uniform(lo_min * _MIN, hi_min * _MIN, k))
-    sizes = rng.uniform(lo, hi, len(spans))
-    values = getattr(d, driver)
-    for (i0, i1), size in zip(spans, sizes, strict=True):
-        values[i0 : i1 + 1] = size * (values[i0 : i1 + 1] if how == "mul" else 1.0)
-    return [(i0, i1, label.format(s)) for (i0, i1), s in zip(spans, sizes, strict=True)]
-
-
-def _memory_leak(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
-    k = int(rng.integers(1, 4))
-    spans = _place(g, rng, rng.uniform(30 * _MIN, 120 * _MIN, k))
-    out: _Incidents = []
-    for (i0, i1), mb in zip(spans, rng.uniform(1_000.0, 3_000.0, len(spans)), strict=True):
-        d.memory_mb[i0 : i1 + 1] = np.linspace(mb / (i1 - i0 + 1), mb, i1 - i0 + 1)
-        # The restart frees the leak; the server is not scraped while it reloads the model.
-        d.restarts.append(i1 + 1)
-        out.append((i0, i1, f"GPU memory +{mb:,.0f} MB"))
-    return out
-
-
-def _slow_drift(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
-    k = int(rng.integers(1, 3))
-    ramps = rng.uniform(6 * _HOUR, 12 * _HOUR, k)
-    holds = rng.uniform(6 * _HOUR, 24 * _HOUR, k)
-    holds[-1] = 2 * _HOUR  # the last drift is never reverted; leave room to see it settle
-    spans = _place(g, rng, ramps + holds)
-    sizes = rng.uniform(0.5, 1.0, len(spans))
-    out: _Incidents = []
-    for j, ((i0, i1), size) in enumerate(zip(spans, sizes, strict=True)):
-        end = g.t.size - 1 if j == len(spans) - 1 else i1
-        ramp = np.clip(np.arange(end - i0 + 1) / (ramps[j] / g.step_s), 0.0, 1.0)
-        d.latency[i0 : end + 1] *= 1.0 + size * ramp
-        how = "held to the end" if end == g.t.size - 1 else "then reverted"
-        out.append((i0, end, f"latency +{size:.0%} over {ramps[j] / _HOUR:.1f} h, {how}"))
-    return out
-
-
-def _contextual(g: _Grid, d: _Drivers, rng: np.random.Generator) -> _Incidents:
-    first = int(np.ceil(_HISTORY_DAYS + g.hour[0] / 24.0))
-    days = np.arange(first, g.day[-1] + 1)
-    # Calendar days after the history period that still reach past the latest contextual window.
-    days = days[(days * 24.0 + 17.0 - g.hour[0]) * _HOUR <= g.t[-1]]
-    if not days.size:
-        raise ValueError("series too short: incidents start after day 4 and need room to end")
-    k = min(int(rng.integers(1, 4)), days.size)
-    chosen = np.sort(rng.choice(days, size=k, replace=False))
-    kinds, durs = rng.random(k) < 0.5, rng.uniform(30 * _MIN, 120 * _MIN, k)
-    starts_h, levels = rng.uniform(0.0, 1.0, k), rng.uniform(0.85, 1.1, k)
-    out: _Incidents = []
-    for day, busy, dur, u, level in zip(chosen, kinds, durs, starts_h, levels, strict=True):
-        midnight = int(np.argmax(g.day == day))
-        # Mid-day on a weekend is quiet anyway, so a weekend day gets the busy-night variant.
-        busy = bool(busy or g.weekend[midnight])
-        hour = 0.5 + 3.0 * u if busy else 10.0 + 4.5 * u
-        target = (_DAY_RPS if busy else _NIGHT_RPS) * level
-        i0 = midnight + round((hour - g.hour[midnight]) * _HOUR / g.step_s)
-        i1 = i0 + int(dur / g.step_s)
-        d.rate[i0 : i1 + 1] = target
-        when = "at night" if busy else "at mid-day"
-        out.append((i0, i1, f"requests per second {target:.1f} {when}"))
-    return out
-
-
-_INJECT: dict[str, Callable[[_Grid, _Drivers, np.random.Generator], _Incidents]] = {
-    "memory_leak": _memory_leak,
-    "slow_drift": _slow_drift,
-    "contextual": _contextual,
-    "quiet_week": lambda g, d, rng: [],
-}
-
-
-def _observe(g: _Grid, d: _Drivers, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _observe(g: Grid, d: Drivers, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Draw what the recording rules would return from the latent drivers."""
     n = g.t.size
     counts = rng.poisson(d.rate * g.step_s)
@@ -256,7 +133,7 @@ def _observe(g: _Grid, d: _Drivers, rng: np.random.Generator) -> dict[str, np.nd
     load = rps * np.sqrt(d.tokens) / _CAPACITY_RPS
     # Quantiles estimated from few requests (nights, drops) are noisier.
     spread = 0.03 + 0.3 / np.sqrt(counts + 1.0)
-    slow = _smooth_noise(g.t, rng, 2 * _HOUR)
+    slow = _smooth_noise(g.t, rng, 2 * HOUR_S)
     p95 = 2.4 * d.latency * d.tokens**0.9 * (1.0 + 0.6 * load**2)
     p95 *= np.exp(spread * rng.standard_normal(n) + 0.04 * slow)
     p99 = p95 * (1.2 + rng.gamma(4.0, 0.03, n)) * (1.0 + 0.3 * load**2)
@@ -265,7 +142,7 @@ def _observe(g: _Grid, d: _Drivers, rng: np.random.Generator) -> dict[str, np.nd
     errors = rng.binomial(counts, d.error_p)
     json_n = rng.binomial(counts, _JSON_SHARE)
     json_errors = rng.binomial(json_n, d.json_error_p)
-    tokens = _MEAN_TOKENS * d.tokens * np.exp(0.03 * _smooth_noise(g.t, rng, 3 * _HOUR))
+    tokens = _MEAN_TOKENS * d.tokens * np.exp(0.03 * _smooth_noise(g.t, rng, 3 * HOUR_S))
     tokens += _SD_TOKENS * d.tokens * rng.standard_normal(n) / np.sqrt(np.maximum(counts, 1))
     memory = _GPU_PLATEAU_MB + d.memory_mb + rng.normal(0.0, 3.0, n)
     # Rounded like exported values, which also keeps the CSV files small.
@@ -278,17 +155,15 @@ def _observe(g: _Grid, d: _Drivers, rng: np.random.Generator) -> dict[str, np.nd
     return {c: v.round(r) for c, v, r in zip(SIGNAL_DIRECTIONS, columns, decimals, strict=True)}
 
 
-def _keep_mask(
-    g: _Grid, d: _Drivers, rng: np.random.Generator, incidents: _Incidents
-) -> np.ndarray:
+def _keep_mask(g: Grid, d: Drivers, rng: np.random.Generator, incidents: Incidents) -> np.ndarray:
     """Rows that were scraped: a few missing stretches, occasional single misses, restarts."""
     n = g.t.size
     keep = rng.random(n) >= 0.001
-    k = max(1, round(int(rng.integers(3, 7)) * n * g.step_s / (10 * _DAY)))
+    k = max(1, round(int(rng.integers(3, 7)) * n * g.step_s / (10 * DAY_S)))
     starts = rng.integers(0, n, 4 * k)
-    lengths = np.ceil(rng.uniform(_MIN, 15 * _MIN, 4 * k) / g.step_s).astype(int)
+    lengths = np.ceil(rng.uniform(MINUTE_S, 15 * MINUTE_S, 4 * k) / g.step_s).astype(int)
     # A stretch over an incident would hide what is labelled, so stretches keep clear of them.
-    margin = int(30 * _MIN / g.step_s)
+    margin = int(30 * MINUTE_S / g.step_s)
     clear = np.ones(starts.size, dtype=bool)
     for i0, i1, _ in incidents:
         clear &= (starts + lengths < i0 - margin) | (starts > i1 + margin)
@@ -303,21 +178,21 @@ def _keep_mask(
     return keep
 
 
-def _grid(start: str, days: float, step_s: float) -> _Grid:
+def _grid(start: str, days: float, step_s: float) -> Grid:
     if not (np.isfinite(days) and days > 0 and np.isfinite(step_s) and step_s > 0):
         raise ValueError(f"days and step_s must be positive, got days={days}, step_s={step_s}")
     first = pd.Timestamp(start)
     if first.tz is not None:
         first = first.tz_convert("UTC").tz_localize(None)
-    n = round(days * _DAY / step_s)
+    n = round(days * DAY_S / step_s)
     if n < 2:
         raise ValueError(f"days={days} at step_s={step_s} gives fewer than two rows")
     step = pd.Timedelta(seconds=step_s)
     index = pd.date_range(first, periods=n, freq=step, name="timestamp")
     t = np.arange(n) * step_s
     since_midnight = (first - first.normalize()).total_seconds() + t
-    hour, day = (since_midnight % _DAY) / _HOUR, (since_midnight // _DAY).astype(int)
-    return _Grid(index, t, hour, day, np.asarray(index.day_of_week >= 5), float(step_s))
+    hour, day = (since_midnight % DAY_S) / HOUR_S, (since_midnight // DAY_S).astype(int)
+    return Grid(index, t, hour, day, np.asarray(index.day_of_week >= 5), float(step_s))
 
 
 def _span(start: pd.Timestamp, end: pd.Timestamp) -> str:
@@ -359,8 +234,7 @@ def generate(
     drivers = _base_drivers(g, np.random.default_rng([seed, 0]))
     tag = zlib.crc32(name.encode())
     rng = np.random.default_rng([seed, 1, tag])
-    inject = _INJECT.get(name) or partial(_step_incidents, name)
-    incidents = inject(g, drivers, rng)
+    incidents = inject_incidents(name, g, drivers, rng)
     values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
     keep = _keep_mask(g, drivers, rng, incidents)
     frame = pd.DataFrame(values, index=g.index)[keep]

@@ -48,13 +48,11 @@ _SEASONALITIES = ("auto", "daily", "weekly", "none")
 class Decomposition:
     """Per-row view of the baseline: signed standardised residuals, expectation and band.
 
-    ``z`` is measured against the fast tracker (what is new since the last few points), ``z_slow``
-    against the slow one (what has moved away from the usual level); the expectation and the
-    band are the slow tracker's, the stable picture an operator compares with.
+    ``z`` is measured against the fast tracker (what is new since the last few points); the
+    expectation and the band are the slow tracker's, the stable picture an operator compares with.
     """
 
     z: pd.DataFrame
-    z_slow: pd.DataFrame
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
@@ -93,8 +91,8 @@ class SeasonalBaseline(BaseDetector):
         their mean as its new level: the score marks where a shift starts, then re-arms for the
         next change instead of repeating the same alarm.
     slow_halflife, slow_accept_after : float
-        The same for the slow tracker behind the expected value and band, and behind ``z_slow``:
-        drifts and shifts too small for any one point stay visible against it for hours.
+        The same for the slow tracker behind the expected value and band: an operator sees a
+        shift against the usual level for hours after the score has marked its onset.
     band : float
         Half-width of the expected band, in scales.
 
@@ -317,11 +315,9 @@ class SeasonalBaseline(BaseDetector):
         s = phase_lookup(models.slow_scale, DAY_S, t).T
         hl = np.maximum(models.halflife, self.slow_halflife)
         level = track_levels(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
-        z_slow = (d - level) / s
         centre = level + season
         parts = (
             z,
-            z_slow,
             models.backward(centre),
             models.backward(centre - self.band * s),
             models.backward(centre + self.band * s),

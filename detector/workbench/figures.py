@@ -1,9 +1,9 @@
 """Figures of the notebooks beyond :mod:`detector.plots`: profiles, event timelines, co-movement.
 
-Built without pyplot like :mod:`detector.plots` (no global state, no display needed), with titles,
-units and times in local time (or the ``tz`` given); each ``save`` writes a PNG. The
-``*_figures`` functions draw one figure per series and return the PNG paths, which :func:`show`
-displays in a notebook.
+Built without pyplot like :mod:`detector.plots` and in its look (:mod:`detector.plot_common`): no
+global state, no display needed, titles, units and times in local time (or the ``tz`` given);
+each ``save`` writes a PNG. The ``*_figures`` functions draw one figure per series and return
+the PNG paths, which :func:`show` displays in a notebook.
 """
 
 from __future__ import annotations
@@ -17,12 +17,21 @@ import matplotlib as mpl
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
-from dateutil import tz as dateutil_tz
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from detector.model import SignalModel
-from detector.plots import plot_actual_vs_expected, plot_decomposition, save_png
+from detector.plot_common import (
+    ANOMALY_COLOR,
+    BAND_COLOR,
+    STYLE,
+    axis_label,
+    finish,
+    local_times,
+    time_axis,
+    time_zone,
+    zone_name,
+)
+from detector.plots import plot_decomposition, plot_ensemble_scores
 from detector.workbench.candidates import Replay
 from detector.workbench.data import column_label, unit_of
 
@@ -37,49 +46,8 @@ __all__ = [
     "show",
 ]
 
-# The look of detector.plots, so the notebooks' figures read as one set.
-_STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.titleweight": "bold",
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "legend.fontsize": 9,
-    "legend.frameon": False,
-}
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _zone(tz: str | tzinfo | None) -> tzinfo:
-    if tz is None:
-        return dateutil_tz.tzlocal()
-    return dateutil_tz.gettz(tz) if isinstance(tz, str) else tz
-
-
-def _zone_name(zone: tzinfo) -> str:
-    return getattr(zone, "key", None) or zone.tzname(None) or "local time"
-
-
-def _local(index: pd.Index, zone: tzinfo) -> pd.DatetimeIndex:
-    index = pd.DatetimeIndex(index)
-    # Naive times in this project are UTC (Prometheus, the API's ISO times).
-    return (index if index.tz is not None else index.tz_localize("UTC")).tz_convert(zone)
-
-
-def _time_axis(ax: Axes, zone: tzinfo) -> None:
-    locator = mdates.AutoDateLocator(tz=zone)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone))
-    ax.set_xlabel(f"time ({_zone_name(zone)})")
-
-
-def _finish(fig: Figure, save: str | Path | None) -> Figure:
-    if save is not None:
-        save_png(fig, save)
-    return fig
 
 
 def figure_path(out_dir: str | Path, *parts: str) -> Path:
@@ -101,8 +69,8 @@ def plot_weekly_profile(
 ) -> Figure:
     """Median value by weekday and hour (a heat map), and the daily profile with its spread."""
     name = name or str(series.name)
-    zone = _zone(tz)
-    local = series.set_axis(_local(series.index, zone)).dropna()
+    zone = time_zone(tz)
+    local = series.set_axis(local_times(series.index, zone)).dropna()
     grid = (
         local.groupby([local.index.day_of_week, local.index.hour])
         .median()
@@ -111,8 +79,8 @@ def plot_weekly_profile(
     )
     hourly = local.groupby(local.index.hour).quantile([0.25, 0.5, 0.75]).unstack()
     hourly = hourly.reindex(range(24))
-    label = f"{name} ({unit})" if unit else name
-    with mpl.rc_context(_STYLE):
+    label = axis_label(name, unit)
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11, 6.5), layout="constrained")
         ax_week, ax_day = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
         image = ax_week.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", origin="upper")
@@ -121,24 +89,24 @@ def plot_weekly_profile(
             yticks=range(7),
             yticklabels=_DAYS,
             xticks=range(0, 24, 2),
-            xlabel=f"hour of day ({_zone_name(zone)})",
+            xlabel=f"hour of day ({zone_name(zone)})",
         )
         ax_week.grid(False)
         fig.colorbar(image, ax=ax_week, label=label)
         hours = np.arange(24)
         ax_day.fill_between(
-            hours, hourly[0.25], hourly[0.75], color="#9ecae1", alpha=0.6, label="25-75 %"
+            hours, hourly[0.25], hourly[0.75], color=BAND_COLOR, alpha=0.6, label="25-75 %"
         )
         ax_day.plot(hours, hourly[0.5], color="#1f77b4", lw=1.6, label="median")
         ax_day.set(
             title=f"{name}: daily profile, all days",
-            xlabel=f"hour of day ({_zone_name(zone)})",
+            xlabel=f"hour of day ({zone_name(zone)})",
             ylabel=label,
             xticks=range(0, 24, 2),
             xlim=(0, 23),
         )
         ax_day.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def decomposition_figures(
@@ -179,19 +147,14 @@ def replay_figures(
     for r in replays:
         if r.candidate != candidate:
             continue
-        s = r.scores
         for key in r.model.columns:
             name = column_label(r.signal, key)
             path = figure_path(out_dir, "actual-vs-expected", name)
-            plot_actual_vs_expected(
-                s.actual[key],
-                s.expected[key],
-                s.lower[key],
-                s.upper[key],
-                anomalous=s.signal_anomalous[key],
-                score=s.signal_scores[key],
+            plot_ensemble_scores(
+                r.scores,
+                key,
+                name=name,
                 threshold=r.settings.thresholds.enter,
-                signal=name,
                 unit=unit_of(r.signal),
                 tz=tz,
                 save=path,
@@ -213,20 +176,20 @@ def plot_event_timeline(
 
     ``start`` and ``end`` (unix seconds) set the time axis to the range reviewed.
     """
-    zone = _zone(tz)
+    zone = time_zone(tz)
     now = pd.Timestamp.now(tz="UTC")
-    with mpl.rc_context(_STYLE):
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11, 1.5 + 0.45 * max(events["series"].nunique(), 2)))
         fig.set_layout_engine("constrained")
         ax = fig.subplots()
         ax.set_title(title)
         if events.empty:
             ax.text(0.5, 0.5, "no events in this range", ha="center", transform=ax.transAxes)
-            return _finish(fig, save)
+            return finish(fig, save)
         rows = list(dict.fromkeys(events.sort_values("start")["series"]))
         cmap = mpl.colormaps["plasma_r"]
-        starts = _local(events["start"], zone)
-        ends = _local(events["end"].where(events["end"].notna(), now), zone)
+        starts = local_times(events["start"], zone)
+        ends = local_times(events["end"].where(events["end"].notna(), now), zone)
         for first, last, series, score in zip(
             starts, ends, events["series"], events["peak_score"], strict=True
         ):
@@ -242,11 +205,11 @@ def plot_event_timeline(
         ax.invert_yaxis()
         ax.xaxis_date(zone)
         if start is not None and end is not None:
-            ax.set_xlim(*mdates.date2num(_local(pd.to_datetime([start, end], unit="s"), zone)))
-        _time_axis(ax, zone)
+            ax.set_xlim(*mdates.date2num(local_times(pd.to_datetime([start, end], unit="s"), zone)))
+        time_axis(ax, zone)
         scale = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=cmap)
         fig.colorbar(scale, ax=ax, label="peak anomaly score (0-1)")
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def plot_deviations(
@@ -258,10 +221,10 @@ def plot_deviations(
     save: str | Path | None = None,
 ) -> Figure:
     """Robust z-scores of every series over time (heat map), and the lines of those that moved."""
-    zone = _zone(tz)
-    when = _local(z.index, zone)
+    zone = time_zone(tz)
+    when = local_times(z.index, zone)
     moved = [c for c in z.columns if (z[c].abs() >= threshold).any()]
-    with mpl.rc_context(_STYLE):
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11, 6 + 0.3 * z.shape[1]), layout="constrained")
         ax_map, ax_lines = fig.subplots(2, 1, sharex=True)
         ax_map.set_title("Deviation from the same time on earlier days (robust z, clipped at 10)")
@@ -283,17 +246,19 @@ def plot_deviations(
         for column in moved:
             ax_lines.plot(when, z[column].to_numpy(), lw=1.0, label=column)
         for sign in (-1, 1):
-            ax_lines.axhline(sign * threshold, color="#d62728", ls="--", lw=0.8)
+            ax_lines.axhline(sign * threshold, color=ANOMALY_COLOR, ls="--", lw=0.8)
         if events is not None and not events.empty:
             ends = events["end"].where(events["end"].notna(), pd.Timestamp.now(tz="UTC"))
-            for start, end in zip(_local(events["start"], zone), _local(ends, zone), strict=True):
-                ax_lines.axvspan(start, end, color="#d62728", alpha=0.08, lw=0)
+            for start, end in zip(
+                local_times(events["start"], zone), local_times(ends, zone), strict=True
+            ):
+                ax_lines.axvspan(start, end, color=ANOMALY_COLOR, alpha=0.08, lw=0)
         ax_lines.set(title=f"Series beyond ±{threshold:g} (events shaded)", ylabel="robust z-score")
         if moved:
             ax_lines.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        _time_axis(ax_lines, zone)
+        time_axis(ax_lines, zone)
         ax_map.xaxis_date(zone)
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def plot_correlation(
@@ -304,7 +269,7 @@ def plot_correlation(
 ) -> Figure:
     """A correlation matrix as an annotated heat map from -1 to 1."""
     n = matrix.shape[0]
-    with mpl.rc_context(_STYLE):
+    with mpl.rc_context(STYLE):
         fig = Figure(figsize=(2.5 + 0.8 * n, 1.5 + 0.7 * n), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
@@ -320,7 +285,7 @@ def plot_correlation(
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
         ax.set_title(title)
         fig.colorbar(image, ax=ax, label="correlation")
-    return _finish(fig, save)
+    return finish(fig, save)
 
 
 def show(paths: Iterable[str | Path]) -> None:

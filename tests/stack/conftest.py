@@ -8,8 +8,9 @@ import pytest
 from support.servers import PROMETHEUS, free_port
 
 from detector.stack.render import StackAddresses, StackConfigFiles, write_stack_configs
+from detector.stack.webhook import AlertReceiver
 
-from .helpers import StackPrometheus, WebhookReceiver, need
+from .helpers import StackPrometheus, need
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def stack_prometheus(
 
 
 @pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    """A running webhook receiver; ``.url`` to post to, ``.received()`` what arrived."""
-    receiver = WebhookReceiver()
+def webhook() -> Iterator[AlertReceiver]:
+    """The product's webhook receiver, running; ``.url`` to post to, ``.alerts()`` what arrived."""
+    receiver = AlertReceiver().start()
     yield receiver
-    receiver.close()
+    receiver.stop()

@@ -1,8 +1,9 @@
-"""Helpers of the stack tests: the real tools, a real Alertmanager, a webhook receiver.
+"""Helpers of the stack tests: the real tools and a real Alertmanager.
 
 Servers are the Debian binaries on free loopback ports (tests skip where they are missing; CI
 installs them). Prometheus reuses :class:`support.servers.PrometheusServer` with the stack's own
-rendered ``prometheus.yml`` instead of the generated one.
+rendered ``prometheus.yml`` instead of the generated one. The webhook receiver is the product's
+own :class:`detector.stack.webhook.AlertReceiver` (see the ``webhook`` fixture).
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,39 +64,6 @@ def wait_for(fetch: Callable[[], T], ready: Callable[[T], object], timeout: floa
         if ready(result) or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
-
-
-class WebhookReceiver:
-    """A live webhook endpoint that keeps every Alertmanager notification it receives."""
-
-    def __init__(self) -> None:
-        self.notifications: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length))
-                with receiver._lock:
-                    receiver.notifications.append(payload)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def received(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.notifications)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @dataclass
