@@ -24,6 +24,7 @@ __all__ = [
     "NotFittedError",
     "ParamsMixin",
     "apply_direction",
+    "apply_directions",
     "check_choice",
     "check_directions",
     "check_frame",
@@ -101,6 +102,23 @@ def apply_direction(z: np.ndarray, direction: str) -> np.ndarray:
     else:
         out = np.abs(z)
     return np.nan_to_num(out, nan=0.0, posinf=0.0)
+
+
+def apply_directions(z: np.ndarray, directions: Directions, signals: list[str]) -> np.ndarray:
+    """:func:`apply_direction` for a (rows, signals) array, each column with its direction.
+
+    >>> apply_directions(np.array([[-2.0, -2.0]]), {"a": "down"}, ["a", "b"]).tolist()
+    [[2.0, 2.0]]
+    """
+    if isinstance(directions, str):
+        return apply_direction(z, directions)
+    wanted = np.array([direction_for(directions, name) for name in signals])
+    out = np.empty_like(z, dtype=np.float64)
+    for direction in DIRECTIONS:
+        cols = wanted == direction
+        if cols.any():
+            out[:, cols] = apply_direction(z[:, cols], direction)
+    return out
 
 
 class ParamsMixin:

@@ -13,10 +13,9 @@ import pandas as pd
 from detector.base import (
     BaseDetector,
     Directions,
-    apply_direction,
+    apply_directions,
     check_directions,
     check_range,
-    direction_for,
 )
 from detector.features import Window, window_sum
 
@@ -59,8 +58,5 @@ class LevelShiftDetector(BaseDetector):
         total, count = window_sum(z, state)
         # Scaled by the values actually present: beside a gap, fewer values mean less evidence.
         stat = np.divide(total, np.sqrt(count), out=np.zeros_like(total), where=count > 0)
-        out = {
-            name: apply_direction(stat[:, j], direction_for(self.directions, name))
-            for j, name in enumerate(self.signals_)
-        }
-        return pd.DataFrame(out, index=frame.index), state
+        out = apply_directions(stat, self.directions, self.signals_)
+        return pd.DataFrame(out, index=frame.index, columns=self.signals_), state

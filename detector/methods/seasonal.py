@@ -21,15 +21,13 @@ import pandas as pd
 from statsmodels.tsa.seasonal import STL
 
 from detector.base import (
-    DIRECTIONS,
     BaseDetector,
     Directions,
-    apply_direction,
+    apply_directions,
     check_choice,
     check_directions,
     check_frame,
     check_range,
-    direction_for,
 )
 from detector.methods.seasonal_models import SignalModel, StackedModels
 from detector.robust import MAD_TO_SIGMA, Q90_TO_SIGMA, binned_quantiles, robust_sigma
@@ -339,16 +337,7 @@ class SeasonalBaseline(BaseDetector):
 
     def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
         """Direction-aware raw scores of signed standardised residuals."""
-        values = z.to_numpy()
-        if isinstance(self.directions, str):
-            out = apply_direction(values, self.directions)
-        else:
-            wanted = np.array([direction_for(self.directions, n) for n in z.columns])
-            out = np.empty_like(values)
-            for direction in DIRECTIONS:
-                cols = wanted == direction
-                if cols.any():
-                    out[:, cols] = apply_direction(values[:, cols], direction)
+        out = apply_directions(z.to_numpy(), self.directions, list(z.columns))
         return pd.DataFrame(out, index=z.index, columns=z.columns)
 
     def decompose(self, frame: pd.DataFrame, *, advance: bool = False) -> Decomposition:
