@@ -92,11 +92,12 @@ class PrometheusSettings(_Strict):
 
 
 class ThresholdSettings(_Strict):
-    """Hysteresis of the ``anomalous`` decision on the calibrated score."""
+    """Hysteresis of the ``anomalous`` decision, and the score's refractory period (in steps)."""
 
     enter: float = Field(0.95, ge=0.0, le=1.0)
     leave: float = Field(0.5, ge=0.0, le=1.0)
     min_points: int = Field(1, ge=1, le=10_000)
+    refractory: int = Field(20, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdSettings:
@@ -143,6 +144,7 @@ class SignalSettings(_Strict):
             "enter": self.thresholds.enter,
             "leave": self.thresholds.leave,
             "min_points": self.thresholds.min_points,
+            "refractory": self.thresholds.refractory,
         }
 
 

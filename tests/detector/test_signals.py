@@ -49,6 +49,7 @@ def test_precedence_is_flags_then_environment_then_file(tmp_path, monkeypatch):
         ("signals: [{name: a, query: x}, {name: a, query: y}]\n", "repeated: ['a']"),
         ("signals: [{name: a, query: x, step: 1.5s}]\n", "whole number of seconds"),
         ("signals: [{name: a, query: x, thresholds: {enter: 0.5, leave: 0.9}}]\n", "leave"),
+        ("signals: [{name: a, query: x, thresholds: {refractory: -1}}]\n", "refractory"),
         ("interval: soon\n", "interval: Value error, not a duration"),
         ("shard: 3/3\n", "shard"),
         ("prometheus: {url: 'ftp://x'}\n", "prometheus.url"),
@@ -77,3 +78,10 @@ def test_shards_partition_series_stably():
     assert owners != other
     with pytest.raises(ValueError, match="i/n"):
         Shard.parse("1-2")
+
+
+def test_signal_settings_reach_the_ensemble(tmp_path):
+    text = "signals: [{name: a, query: x, thresholds: {enter: 0.9, refractory: 0}}]\n"
+    params = load_settings(_write(tmp_path, text)).signal("a").ensemble_params()
+    assert params["enter"] == 0.9 and params["refractory"] == 0
+    assert params["families"] == ("seasonal", "levelshift")
