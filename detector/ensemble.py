@@ -191,11 +191,11 @@ class Ensemble(ParamsMixin):
         self.training_start_ = frame.index[0]
         # The refractory periods run per signal, and for each joint (cross-signal) column.
         joint = [label[0] for label in self.calibrators_.labels if label[0] not in self.signals_]
-        units = [*self.signals_, *dict.fromkeys(joint)]
+        units = {name: j for j, name in enumerate(dict.fromkeys([*self.signals_, *joint]))}
         self.column_units_ = np.array(
-            [units.index(label[0]) for label in self.calibrators_.labels], dtype=np.int64
+            [units[label[0]] for label in self.calibrators_.labels], dtype=np.int64
         )
-        self.refractory_ = Refractory(units, enter=self.enter, points=self.refractory)
+        self.refractory_ = Refractory(list(units), enter=self.enter, points=self.refractory)
         self.hysteresis_ = HysteresisGroup(
             [*self.signals_, OVERALL],
             enter=self.enter,
