@@ -69,7 +69,10 @@ def demo_history(
     """Every configured signal as ``llmwatch:<signal>`` series for ``days`` up to ``end``.
 
     With ``incident_at`` the latency signals are ``factor`` times higher for ``incident_points``
-    rows from then.
+    rows from then. Every series ends with a NaN one ``step`` after its last sample, as a
+    series that stops leaves a staleness marker: without it Prometheus' five-minute lookback
+    would hand a detector pulling after ``end`` the last value again and again, which no live
+    series does, and a repeated upper-tail value reads as a level shift.
     """
     first = np.ceil((end - days * 86_400.0) / step) * step
     start = pd.Timestamp(first, unit="s").isoformat()
@@ -84,7 +87,8 @@ def demo_history(
             hit = (t >= incident_at) & (t < incident_at + incident_points * step)
             values[hit] *= factor
         ok = np.isfinite(values)
-        out.append(Series(f"llmwatch:{name}", dict(labels), t[ok], values[ok]))
+        stamps = np.append(t[ok], t[ok][-1] + step)
+        out.append(Series(f"llmwatch:{name}", dict(labels), stamps, np.append(values[ok], np.nan)))
     return out
 
 
