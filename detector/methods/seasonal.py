@@ -298,8 +298,8 @@ class SeasonalBaseline(BaseDetector):
     def _decompose(
         self, frame: pd.DataFrame, state: list[Tracks]
     ) -> tuple[Decomposition, list[Tracks]]:
-        # Every signal at once, a row at a time in the trackers: with many signals and few rows
-        # (the streaming case) per-signal numpy calls on tiny arrays would dominate the cost.
+        # Every signal at once in arrays: with many signals and few rows (the streaming case)
+        # per-signal numpy calls on tiny arrays would dominate the cost.
         t = seconds(frame.index)
         models = self.stacked_
         x = models.forward(frame.reindex(columns=self.signals_).to_numpy())

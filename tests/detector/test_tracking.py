@@ -1,13 +1,58 @@
-"""Tests of the level trackers: stepping all signals together equals running them one by one."""
+"""Tests of the compiled level trackers against the tracker's plain-Python definition."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from detector.tracking import Track, Tracks, track_level, track_levels
+from detector.tracking import Tracks, track_levels
 
 FIELDS = ("level", "last_t", "run_sign", "run_start", "run_sum", "run_n")
+
+
+def reference(
+    t: np.ndarray,
+    d: np.ndarray,
+    lim: np.ndarray,
+    state: dict[str, float],
+    halflife: float,
+    accept_points: int,
+    accept_s: float,
+) -> np.ndarray:
+    """One tracker, point by point, written for reading rather than speed; updates ``state``."""
+    out = np.full(d.size, np.nan)
+    s = state
+    for i in range(d.size):
+        if not math.isfinite(d[i]):
+            continue
+        if math.isnan(s["level"]):
+            s["level"], s["last_t"], out[i] = d[i], t[i], d[i]
+            continue
+        out[i] = s["level"]
+        gain = -math.expm1(-math.log(2.0) / halflife * max(t[i] - s["last_t"], 0.0))
+        s["last_t"] = t[i]
+        r = d[i] - s["level"]
+        if abs(r) > lim[i]:
+            sign = 1 if r > 0 else -1
+            if sign != s["run_sign"]:
+                s.update(run_sign=sign, run_start=t[i], run_sum=0.0, run_n=0)
+            s["run_sum"] += d[i]
+            s["run_n"] += 1
+            if s["run_n"] >= accept_points and t[i] - s["run_start"] >= accept_s:
+                s["level"] = s["run_sum"] / s["run_n"]
+                s.update(run_sign=0, run_sum=0.0, run_n=0)
+                continue
+            r = sign * lim[i]
+        elif r * s["run_sign"] < 0:
+            s.update(run_sign=0, run_sum=0.0, run_n=0)
+        s["level"] += gain * r
+    return out
+
+
+def fresh_state() -> dict[str, float]:
+    return dict(level=math.nan, last_t=math.nan, run_sign=0, run_start=0.0, run_sum=0.0, run_n=0)
 
 
 def rough_series(rng: np.random.Generator, rows: int, n: int) -> tuple[np.ndarray, ...]:
@@ -22,67 +67,61 @@ def rough_series(rng: np.random.Generator, rows: int, n: int) -> tuple[np.ndarra
     return t, d, lim
 
 
-def assert_same_state(a: Tracks, b: Tracks) -> None:
-    for field in FIELDS:
-        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
-
-
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(("accept_points", "accept_s"), [(1, 0.0), (3, 0.0), (3, 900.0)])
-def test_by_row_equals_by_signal_across_calls(seed: int, accept_points: int, accept_s: float):
+def test_blocks_of_rows_equal_the_definition_bit_for_bit(
+    seed: int, accept_points: int, accept_s: float
+) -> None:
     rng = np.random.default_rng(seed)
     rows, n = 60, 7
     t, d, lim = rough_series(rng, rows, n)
     halflife = rng.uniform(30.0, 20_000.0, n)
-    together, apart = Tracks.start(n), Tracks.start(n)
+    tracks = Tracks.start(n)
+    states = [fresh_state() for _ in range(n)]
     for lo, hi in ((0, 1), (1, 2), (2, 25), (25, 25), (25, rows)):
-        args = (t[lo:hi], d[lo:hi], lim[lo:hi])
-        a = track_levels(*args, together, halflife, accept_points, accept_s, by_row=True)
-        b = track_levels(*args, apart, halflife, accept_points, accept_s, by_row=False)
-        np.testing.assert_array_equal(a, b)  # bit for bit, NaN where the value is missing
-        assert_same_state(together, apart)
-    assert np.isfinite(together.level).all()
-
-
-def test_by_signal_is_track_level_on_each_column() -> None:
-    rng = np.random.default_rng(9)
-    t, d, lim = rough_series(rng, 40, 3)
-    halflife = np.array([60.0, 600.0, 6000.0])
-    tracks = Tracks.start(3)
-    out = track_levels(t, d, lim, tracks, halflife, 3, 0.0, by_row=False)
-    for j in range(3):
-        single = Track()
-        expected = track_level(t, d[:, j], lim[:, j], single, halflife[j], 3, 0.0)
-        np.testing.assert_array_equal(out[:, j], expected)
-        assert tracks.get(j) == single
-
-
-def test_default_choice_gives_the_same_levels() -> None:
-    rng = np.random.default_rng(3)
-    t, d, lim = rough_series(rng, 30, 50)
-    halflife = np.full(50, 900.0)
-    auto, forced = Tracks.start(50), Tracks.start(50)
-    np.testing.assert_array_equal(
-        track_levels(t, d, lim, auto, halflife, 3, 0.0),
-        track_levels(t, d, lim, forced, halflife, 3, 0.0, by_row=False),
-    )
-    assert_same_state(auto, forced)
+        got = track_levels(
+            t[lo:hi], d[lo:hi], lim[lo:hi], tracks, halflife, accept_points, accept_s
+        )
+        for j in range(n):
+            want = reference(
+                t[lo:hi],
+                d[lo:hi, j],
+                lim[lo:hi, j],
+                states[j],
+                halflife[j],
+                accept_points,
+                accept_s,
+            )
+            np.testing.assert_array_equal(got[:, j], want)  # NaN where the value is missing
+        for field in FIELDS:
+            want = [s[field] for s in states]
+            np.testing.assert_array_equal(getattr(tracks, field), want, err_msg=field)
+    assert np.isfinite(tracks.level).all()
 
 
 def test_a_run_outside_the_clip_becomes_the_level() -> None:
     t = np.arange(6) * 60.0
     d = np.array([[0.0], [0.0], [10.0], [10.0], [10.0], [10.0]])
-    for by_row in (True, False):
+    tracks = Tracks.start(1)
+    out = track_levels(t, d, np.ones_like(d), tracks, np.array([1e9]), 3, 0.0)
+    # Clipped moves are negligible with this half-life; the third point outside is accepted.
+    np.testing.assert_allclose(out[:5, 0], 0.0, atol=1e-6)
+    assert out[5, 0] == 10.0 and tracks.level[0] == 10.0 and tracks.run_n[0] == 0
+
+
+def test_a_run_must_last_accept_s_before_it_is_accepted() -> None:
+    t = np.arange(8) * 60.0
+    d = np.r_[0.0, np.full(7, 10.0)][:, None]
+    tracks = Tracks.start(1)
+    out = track_levels(t, d, np.ones_like(d), tracks, np.array([1e9]), 3, 300.0)
+    # Points outside from t=60 on; three of them are not enough until the run spans 300 s.
+    assert np.all(np.abs(out[:7, 0]) < 1e-3) and out[7, 0] == 10.0
+
+
+def test_the_gain_follows_elapsed_time_not_rows() -> None:
+    d = np.array([[0.0], [1.0]])
+    lim = np.full_like(d, 100.0)
+    for gap, want in ((60.0, 0.5), (120.0, 0.75)):
         tracks = Tracks.start(1)
-        out = track_levels(t, d, np.ones_like(d), tracks, np.array([1e9]), 3, 0.0, by_row=by_row)
-        # Clipped moves are negligible with this half-life; the third point outside is accepted.
-        np.testing.assert_allclose(out[:5, 0], 0.0, atol=1e-6)
-        assert out[5, 0] == 10.0 and tracks.level[0] == 10.0 and tracks.run_n[0] == 0
-
-
-def test_get_and_put_round_trip() -> None:
-    tracks = Tracks.start(2)
-    track = Track(level=1.5, last_t=60.0, run_sign=-1, run_start=30.0, run_sum=-4.0, run_n=2)
-    tracks.put(1, track)
-    assert tracks.get(1) == track
-    assert np.isnan(tracks.get(0).level)
+        track_levels(np.array([0.0, gap]), d, lim, tracks, np.array([60.0]), 3, 0.0)
+        assert tracks.level[0] == pytest.approx(want)
