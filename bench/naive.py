@@ -24,7 +24,6 @@ from statsmodels.tsa.seasonal import STL
 
 from detector.backtest import BacktestSettings, refit_points
 from detector.timeutil import DAY_S, WEEK_S, seconds
-from detector.tracking import Track  # only the state container; the updates are below
 
 # The detector's defaults (SeasonalBaseline, Ensemble, Hysteresis), for direction "both".
 BINS, MIN_STRENGTH, CLIP, ACCEPT_POINTS, BAND = 24, 0.2, 3.0, 3, 3.0
@@ -33,6 +32,18 @@ REFRACTORY = 20  # rows after an onset whose repeats are held just below ENTER
 WINDOW = 8  # the level-shift family's window, in rows
 HALFLIVES = [0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 MAD, Q90, WEEK_ORIGIN = 1.4826, 1.6449, 4 * DAY_S
+
+
+@dataclass
+class Track:
+    """One level tracker's state."""
+
+    level: float = math.nan
+    last_t: float = math.nan
+    run_sign: int = 0
+    run_start: float = 0.0
+    run_sum: float = 0.0
+    run_n: int = 0
 
 
 def _phase(t: float, period: float) -> float:
