@@ -9,10 +9,11 @@ thousand signals are cheap, with IEEE arithmetic as Python's (no fast-math).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy.signal import lfilter
 
@@ -80,7 +81,7 @@ def track_levels(
     """
     d = np.ascontiguousarray(d, dtype=np.float64)
     out = np.empty(d.shape)
-    _track(
+    _compiled()(
         np.ascontiguousarray(t, dtype=np.float64),
         d,
         np.ascontiguousarray(lim, dtype=np.float64),
@@ -98,7 +99,16 @@ def track_levels(
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@functools.cache
+def _compiled() -> Callable[..., None]:
+    # numba is imported on first use, not with this module: vLLM's CPU worker scans the objects
+    # of every loaded module when it starts and fails on llvmlite's, and the worker processes of
+    # `llmwatch serve` import the package that holds this module.
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_track)
+
+
 def _track(
     t: np.ndarray,
     d: np.ndarray,

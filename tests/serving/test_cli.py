@@ -105,3 +105,27 @@ def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
     engine = build_engine(settings)
     assert (engine.max_running, engine.max_model_len, engine.speed) == (3, 512, 8.0)
     assert (engine.seed, engine.loop_share) == (4, 0.5)
+
+
+def test_the_package_loads_no_numba_until_a_tracker_runs() -> None:
+    # vLLM's CPU worker, spawned with `detector.cli` as its main module, scans the objects of every
+    # loaded module at start-up and fails on llvmlite's; numba must load only when a tracker runs.
+    code = """
+import importlib, pkgutil, sys
+import detector, serving
+for package in (detector, serving):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if info.name not in ("serving.engines.vllm", "serving.locustfile"):
+            importlib.import_module(info.name)
+print(sorted(m for m in ("numba", "llvmlite") if m in sys.modules))
+from detector.ensemble import Ensemble
+import pandas as pd
+index = pd.date_range("2026-01-05", periods=300, freq="h")
+Ensemble().fit(pd.DataFrame({"x": range(300)}, index=index))
+print(sorted(m for m in ("numba", "llvmlite") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["[]", "['llvmlite', 'numba']"]
