@@ -197,8 +197,12 @@ def test_isolation_forest_contributions_reach_the_api(prometheus_factory, tmp_pa
             assert 0 < len(credit) <= 5
             assert list(credit.values()) == sorted(credit.values(), reverse=True)
             assert all(v > 0 for v in credit.values())
-            # The spike is model a's: its residual leads, ahead of any feature of model b.
-            assert next(iter(credit)) in ('{model="a"}:z', '{model="a"}:jump')
+            # The spike is model a's: one of its features leads, and its features hold more credit
+            # than model b's. Which of a's leads is a near tie that has gone both ways in CI (the
+            # recent mean over the spike's points 0.154, the point's own residual 0.150).
+            assert next(iter(credit)).startswith('{model="a"}:')
+            mine = sum(v for k, v in credit.items() if k.startswith('{model="a"}:'))
+            assert mine > sum(v for k, v in credit.items() if k.startswith('{model="b"}:'))
             (shown,) = client.get("/api/v1/anomalies").json()["data"]
             assert shown["labels"] == {"model": "a"}
             assert list(shown["contributions"]) == list(credit)
