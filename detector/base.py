@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 DIRECTIONS = ("up", "down", "both")
+_HUGE = 1e300
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -101,7 +102,8 @@ def apply_direction(z: np.ndarray, direction: str) -> np.ndarray:
         out = np.maximum(-z, 0.0)
     else:
         out = np.abs(z)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0)
+    # An infinite deviation (a value beyond float range) is as anomalous as a score gets.
+    return np.nan_to_num(out, nan=0.0, posinf=_HUGE)
 
 
 def apply_directions(z: np.ndarray, directions: Directions, signals: list[str]) -> np.ndarray:

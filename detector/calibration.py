@@ -17,10 +17,16 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator, Mapping
 
 import numpy as np
+from scipy.special import log_ndtr
 
-from detector.base import NotFittedError, check_range
+from detector.base import NotFittedError, check_choice, check_range
 
 __all__ = ["CalibratorBank", "TailCalibrator"]
+
+# For a normal distribution: the 98th percentile in deviations above the median, and the scale of
+# the exponential fitted (median excess / ln 2) to what lies beyond it, in deviations.
+_Q98_OVER_MEDIAN = 2.054
+_NORMAL_TAIL_BETA = 0.39
 
 
 class TailCalibrator:
@@ -32,6 +38,12 @@ class TailCalibrator:
         Quantile above which the tail is modelled as exponential.
     min_tail_points : int
         The tail is fitted to at least this many exceedances (the quantile drops on short data).
+    tail : {"exponential", "normal"}
+        ``"exponential"`` fits the tail to the training exceedances. ``"normal"`` is for scores
+        that are normal scores by construction (counts scored against a Poisson model): beyond
+        the tail quantile the survival follows the standard normal tail, anchored at the
+        empirical survival there, so that evidence far beyond anything seen in training is read
+        as the model says rather than extrapolated from a lumpy handful of exceedances.
 
     Examples
     --------
@@ -41,15 +53,19 @@ class TailCalibrator:
     [0.0, 0.0, 1.0]
     """
 
-    def __init__(self, *, tail_quantile: float = 0.98, min_tail_points: int = 10) -> None:
+    def __init__(
+        self, *, tail_quantile: float = 0.98, min_tail_points: int = 10, tail: str = "exponential"
+    ) -> None:
         self.tail_quantile = tail_quantile
         self.min_tail_points = min_tail_points
+        self.tail = tail
 
     def fit(self, scores: np.ndarray, *, horizon_points: float) -> TailCalibrator:
         """Learn the score distribution; ``horizon_points`` is the reference horizon's size."""
         check_range("tail_quantile", self.tail_quantile, 0.5, 1.0, closed="left")
         check_range("min_tail_points", self.min_tail_points, 1, 1e9)
         check_range("horizon_points", horizon_points, 1.0, np.inf, closed="left")
+        check_choice("tail", self.tail, ("exponential", "normal"))
         s = np.asarray(scores, dtype=np.float64)
         s = np.sort(s[np.isfinite(s)])
         if s.size == 0:
@@ -62,9 +78,16 @@ class TailCalibrator:
         # training scores) still needs a positive scale, or any larger score would be
         # infinitely rare regardless of its size.
         beta = float(np.median(excess)) / np.log(2.0) if excess.size else 0.0
+        # A smooth score (a window mean) crosses the tail quantile in a few long clusters whose
+        # excesses are small: read as the tail, they would make anything just beyond the training
+        # maximum look impossibly rare. The tail is never taken lighter than a normal one with
+        # the same body (whose exponential fit above the 98th percentile has about this scale).
+        body = float(u - np.quantile(s, 0.5)) / _Q98_OVER_MEDIAN
+        beta = max(beta, _NORMAL_TAIL_BETA * body)
         self.beta_ = max(beta, 1e-6 * (1.0 + abs(u)))
         self.threshold_ = u
         self.p_threshold_ = float(np.mean(s >= u)) if s.size else 1.0
+        self.normal_tail_ = self.tail == "normal"
         self.sorted_ = s
         self.n_dropped_ = 0  # lowest scores left out of ``sorted_`` by ``compact``
         self.horizon_points_ = float(horizon_points)
@@ -96,7 +119,14 @@ class TailCalibrator:
         below = np.searchsorted(self.sorted_, x, side="left")
         n = self.sorted_.size + self.n_dropped_
         return _survival(
-            x, below, n, self.n_dropped_, self.threshold_, self.beta_, self.p_threshold_
+            x,
+            below,
+            n,
+            self.n_dropped_,
+            self.threshold_,
+            self.beta_,
+            self.p_threshold_,
+            np.array(self.normal_tail_),
         )
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
@@ -129,6 +159,7 @@ class CalibratorBank:
         self.beta = np.array([cal.beta_ for cal in fitted])
         self.p_threshold = np.array([cal.p_threshold_ for cal in fitted])
         self.horizon_points = np.array([cal.horizon_points_ for cal in fitted])
+        self.normal = np.array([cal.normal_tail_ for cal in fitted], dtype=bool)
         self.n_dropped = np.array([cal.n_dropped_ for cal in fitted], dtype=np.int64)
         # Every calibrator's sorted scores one after another: column j's are
         # ``values[start[j] : start[j] + size[j]]``.
@@ -165,7 +196,9 @@ class CalibratorBank:
         x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
         n = self.size + self.n_dropped
         below = self._count_below(x)
-        return _survival(x, below, n, self.n_dropped, self.threshold, self.beta, self.p_threshold)
+        return _survival(
+            x, below, n, self.n_dropped, self.threshold, self.beta, self.p_threshold, self.normal
+        )
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated ``anomaly_score`` of each column of ``scores`` (rows, calibrators)."""
@@ -204,12 +237,19 @@ def _survival(
     threshold: np.ndarray,
     beta: np.ndarray,
     p_threshold: np.ndarray,
+    normal: np.ndarray,
 ) -> np.ndarray:
-    """Empirical survival in the body, the fitted exponential beyond ``threshold``.
+    """Empirical survival in the body; beyond ``threshold`` the fitted exponential, or where
+    ``normal`` the standard normal tail anchored at the survival at ``threshold``.
 
     ``below`` counts the kept training scores below each ``x``; ``n`` is how many there were
     in all, ``dropped`` how many lowest ones were left out by compaction.
     """
     body = (n - (dropped + below) + 1.0) / (n + 1.0)
-    tail = p_threshold * np.exp(-np.maximum(x - threshold, 0.0) / beta)
+    excess = np.maximum(x - threshold, 0.0)
+    tail = p_threshold * np.exp(-excess / beta)
+    if np.any(normal):
+        # The ratio of normal tails, computed in log space so that it does not underflow.
+        ratio = np.exp(log_ndtr(-np.maximum(x, threshold)) - log_ndtr(-threshold))
+        tail = np.where(normal, p_threshold * ratio, tail)
     return np.where(x > threshold, np.minimum(tail, body), body)

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from detector.backtest import BacktestSettings, backtest
 from detector.base import DIRECTIONS
 from detector.io import InputError, read_series_csv, write_scores_csv
@@ -24,6 +26,13 @@ def _direction_pair(text: str) -> tuple[str, str]:
             f"{text!r}: expected SIGNAL=DIRECTION with DIRECTION one of {', '.join(DIRECTIONS)}"
         )
     return signal, direction
+
+
+def _denominator_pair(text: str) -> tuple[str, str]:
+    signal, sep, rate = text.partition("=")
+    if not sep or not signal or not rate:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SIGNAL=RATE_SIGNAL")
+    return signal, rate
 
 
 def _duration(text: str) -> float:
@@ -52,9 +61,24 @@ def _add_backtest(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="SIGNAL=DIR",
         help="alert direction of a signal: up, down or both (default both); repeatable",
     )
+    p.add_argument(
+        "--denominator",
+        action="append",
+        type=_denominator_pair,
+        default=[],
+        metavar="SIGNAL=RATE_SIGNAL",
+        help="SIGNAL is a ratio whose trials per row are RATE_SIGNAL (per second) times the "
+        "row's step in seconds, so it is scored as counts; repeatable (without one, a ratio's "
+        "denominator is looked for among the file's signals)",
+    )
     p.add_argument("--refit-every", type=_duration, default=BacktestSettings.refit_every)
     p.add_argument("--training-window", type=_duration, default=BacktestSettings.training_window)
-    p.add_argument("--jobs", type=int, default=1, help="inputs scored in parallel (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="inputs scored in parallel (default: the cores available)",
+    )
     return p
 
 
@@ -75,28 +99,57 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _add_scenarios(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("scenarios", help="write the labelled scenarios as CSV files")
+    p = sub.add_parser(
+        "scenarios",
+        help="write the labelled scenarios as CSV files",
+        description="Write the evaluation corpus: every kind of incident at both strengths "
+        "and at 30 s and 60 s steps, as <kind>_<strength>_<step>.csv, with labels.json.",
+    )
     p.add_argument("directory", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kind",
+        action="append",
+        metavar="NAME",
+        help="only this kind of incident (repeatable; default: all)",
+    )
     return p
+
+
+def _check_denominators(frame: pd.DataFrame, path: Path, denominators: dict[str, str]) -> None:
+    """Every ``--denominator`` names two signals of the file."""
+    for ratio, rate in denominators.items():
+        for name in (ratio, rate):
+            if name not in frame.columns:
+                raise InputError(
+                    f"{path}: --denominator {ratio}={rate}: no signal {name!r} "
+                    f"(signals: {', '.join(frame.columns)})"
+                )
 
 
 def _run_backtest(args: argparse.Namespace) -> int:
     if args.out and len(args.inputs) > 1:
         raise InputError("several inputs need --out-dir, not --out")
     settings = BacktestSettings(refit_every=args.refit_every, training_window=args.training_window)
-    params = {"directions": dict(args.direction)} if args.direction else {}
+    params: dict[str, object] = {"directions": dict(args.direction)} if args.direction else {}
+    if args.denominator:
+        params["denominators"] = dict(args.denominator)
     if args.out_dir:
         names = [path.name for path in args.inputs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise InputError(f"inputs share a file name, outputs would collide: {', '.join(twice)}")
     loaded = [(path, *read_series_csv(path)) for path in args.inputs]
-    if args.jobs > 1 and len(loaded) > 1:
-        from detector.evaluation.runner import backtest_many
+    from detector.evaluation.runner import available_cores, backtest_many
 
+    jobs = args.jobs if args.jobs is not None else available_cores()
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    for path, frame, _ in loaded:
+        _check_denominators(frame, path, dict(args.denominator))
+    if jobs > 1 and len(loaded) > 1:
         frames = {str(i): frame for i, (_, frame, _) in enumerate(loaded)}
-        results = list(backtest_many(frames, params, settings, jobs=args.jobs).values())
+        results = list(backtest_many(frames, params, settings, jobs=jobs).values())
     else:
         show = None if len(loaded) == 1 else False
         results = [backtest(frame, params, settings, progress=show) for _, frame, _ in loaded]
@@ -122,7 +175,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_scenarios(args: argparse.Namespace) -> int:
     from detector.scenarios import write_scenarios
 
-    labels = write_scenarios(args.directory, seed=args.seed)
+    labels = write_scenarios(args.directory, seed=args.seed, names=args.kind)
     print(json.dumps({"labels": str(labels)}))
     return 0
 

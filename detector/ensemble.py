@@ -26,18 +26,22 @@ from detector.base import (
 )
 from detector.calibration import CalibratorBank, TailCalibrator
 from detector.hysteresis import Hysteresis, HysteresisGroup
+from detector.methods.counts import denominator_trials
 from detector.methods.iforest import JOINT, IsolationForestDetector
 from detector.methods.levelshift import LevelShiftDetector
 from detector.methods.seasonal import SeasonalBaseline
+from detector.methods.sustained import SustainedShift
 from detector.refractory import Refractory
 from detector.timeutil import DAY_S, seconds
 
 __all__ = ["DEFAULT_FAMILIES", "FAMILIES", "JOINT", "OVERALL", "Ensemble", "EnsembleScores"]
 
-FAMILIES = ("seasonal", "levelshift", "iforest")
+FAMILIES = ("seasonal", "levelshift", "sustained", "iforest")
 # The families whose addition improved the evaluation (docs/evaluation.md has the figures); the
 # others stay available for signals where they help.
-DEFAULT_FAMILIES = ("seasonal", "levelshift")
+DEFAULT_FAMILIES = ("seasonal", "levelshift", "sustained")
+# The families that score each signal on its own (the isolation forest scores them jointly).
+_PER_SIGNAL = ("seasonal", "levelshift", "sustained")
 OVERALL = "overall"
 
 
@@ -59,6 +63,17 @@ class EnsembleScores:
     residuals: pd.DataFrame | None = None
 
 
+def _calibrator(family: str, counted: bool) -> TailCalibrator:
+    """The calibrator of a column: counts' scores are normal scores, tail included; a drift of
+    hours in the training window fills percents of the sustained family's rows, so its tail is
+    read from the 90th percentile on, where most exceedances are still ordinary."""
+    if counted and family in _PER_SIGNAL:
+        return TailCalibrator(tail="normal")
+    if family == "sustained":
+        return TailCalibrator(tail_quantile=0.9)
+    return TailCalibrator()
+
+
 class Ensemble(ParamsMixin):
     """Fit, score and stream every signal of a frame with the configured detector families.
 
@@ -69,10 +84,28 @@ class Ensemble(ParamsMixin):
     families : tuple of str
         Which of ``FAMILIES`` to run (default ``DEFAULT_FAMILIES``); ``"seasonal"`` is always
         needed as the others use its residuals.
-    transform, seasonality, bins_per_day, level_halflife, accept_points, band :
+    transform, seasonality, bins_per_day, level_halflife, accept_points, band, ratios :
         Passed to :class:`~detector.methods.seasonal.SeasonalBaseline`.
+    accept_after : float
+        Seconds a new level must hold before the expectation and band accept it as normal (the
+        slow tracker's acceptance horizon); until then the sustained family keeps the signal
+        anomalous.
+    denominators : dict, optional
+        Ratio signal -> request-rate signal of the same frame: the ratio is scored as counts,
+        with the rate (per second) times the step as the requests behind each row.
     window : int
         Points in the level-shift and isolation-forest windows.
+    horizons : tuple of float
+        Window lengths, in seconds, of the sustained family.
+    persist : float
+        An open event stays open while the signal's shortest sustained window deviates at least
+        this many standardised units in its alert direction (the signal is still away from its
+        band), even once no family scores above ``leave``.
+    max_profile_ratio : float
+        The sustained family raises no alarm of its own (it still keeps events open) for a
+        signal whose seasonal profile swings more than this many residual scales: there the
+        expectation hours ahead is only as good as the profile, and a day unlike the training
+        days (the first weekend) would read as hours of deviation.
     horizon : float
         Seconds of normal data the calibration refers to (see :mod:`detector.calibration`).
     enter, leave, min_points :
@@ -107,7 +140,13 @@ class Ensemble(ParamsMixin):
         level_halflife: float | str = "auto",
         accept_points: int = 3,
         band: float = 3.0,
+        ratios: str = "auto",
+        accept_after: float = 2 * 3600.0,
+        denominators: dict[str, str] | None = None,
         window: int = 8,
+        horizons: tuple[float, ...] = (300.0, 600.0, 1200.0, 3600.0),
+        persist: float = 3.0,
+        max_profile_ratio: float = 3.0,
         horizon: float = DAY_S,
         enter: float = 0.95,
         leave: float = 0.5,
@@ -123,7 +162,13 @@ class Ensemble(ParamsMixin):
         self.level_halflife = level_halflife
         self.accept_points = accept_points
         self.band = band
+        self.ratios = ratios
+        self.accept_after = accept_after
+        self.denominators = denominators
         self.window = window
+        self.horizons = horizons
+        self.persist = persist
+        self.max_profile_ratio = max_profile_ratio
         self.horizon = horizon
         self.enter = enter
         self.leave = leave
@@ -138,17 +183,28 @@ class Ensemble(ParamsMixin):
         if "seasonal" not in self.families:
             raise ValueError("families must include 'seasonal': the others score its residuals")
         check_range("horizon", self.horizon, 0.0, math.inf, closed="neither")
+        check_range("accept_after", self.accept_after, 0.0, math.inf)
+        check_range("persist", self.persist, 0.0, math.inf, closed="neither")
+        check_range("max_profile_ratio", self.max_profile_ratio, 0.0, math.inf, closed="neither")
         Hysteresis(enter=self.enter, leave=self.leave, min_points=self.min_points)
         check_range("refractory", self.refractory, 0, 1_000_000)
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame) -> Self:
-        """Fit every family on ``frame`` and calibrate their scores on it."""
+    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+        """Fit every family on ``frame`` and calibrate their scores on it.
+
+        ``trials`` optionally gives the requests behind the rows of ratio signals (see
+        :meth:`~detector.methods.seasonal.SeasonalBaseline.fit`); ``denominators`` are another way
+        to say the same from the frame's own rate signals.
+        """
         self._validate_params()
         frame = check_frame(frame)
         if frame.shape[0] < 3:
             raise ValueError(f"need at least 3 rows to fit, got {frame.shape[0]}")
         self.signals_ = list(frame.columns)
+        step = float(np.median(np.diff(seconds(frame.index)))) if frame.shape[0] > 1 else 1.0
+        self.step_s_ = max(step, 1e-3)
+        trials = self._trials(frame, trials)
         self.baseline_ = SeasonalBaseline(
             directions=self.directions,
             transform=self.transform,
@@ -157,19 +213,27 @@ class Ensemble(ParamsMixin):
             level_halflife=self.level_halflife,
             accept_points=self.accept_points,
             band=self.band,
-        ).fit(frame)
-        z = self.baseline_.train_decomposition_.z
+            ratios=self.ratios,
+            slow_accept_after=self.accept_after,
+        ).fit(frame, trials)
+        dec = self.baseline_.train_decomposition_
+        z = dec.z
         self.members_: dict[str, Any] = {}
         if "levelshift" in self.families:
             self.members_["levelshift"] = LevelShiftDetector(
                 window=self.window, directions=self.directions
             ).fit(z)
+        if "sustained" in self.families:
+            self.members_["sustained"] = SustainedShift(
+                horizons=self.horizons, directions=self.directions
+            ).fit(SustainedShift.parts(dec.u, dec.events, dec.means))
+            models = self.baseline_.stacked_
+            swing = models.profile_spread() / np.median(models.slow_scale, axis=1)
+            self.sustained_alarms_ = swing <= self.max_profile_ratio
         if "iforest" in self.families:
             self.members_["iforest"] = IsolationForestDetector(
                 window=self.window, directions=self.directions, random_state=self.random_state
             ).fit(z)
-        step = float(np.median(np.diff(seconds(frame.index)))) if frame.shape[0] > 1 else 1.0
-        self.step_s_ = max(step, 1e-3)
         raw = self._raw_training_scores()
         # Each (signal, family) is one more chance of a false alarm: calibrating every one against
         # the horizon times their number keeps the overall rate what one threshold promises.
@@ -177,10 +241,13 @@ class Ensemble(ParamsMixin):
         horizon_points = max(self.horizon / self.step_s_, 1.0) * n_tests
         # The tracker's first rows have no history yet; their scores would inflate the tails.
         skip = min(frame.shape[0] // 5, 50)
+        # Ratios are scored as counts against a Poisson model: their scores are normal scores,
+        # and so is the tail beyond what training showed.
+        counted = {self.signals_[j] for j in self.baseline_.counts_.columns}
         calibrators = {}
         for family, scores in raw.items():
             for column in scores.columns:
-                cal = TailCalibrator().fit(
+                cal = _calibrator(family, column in counted).fit(
                     scores[column].to_numpy()[skip:], horizon_points=horizon_points
                 )
                 calibrators[(column, family)] = cal
@@ -204,10 +271,23 @@ class Ensemble(ParamsMixin):
         )
         return self
 
+    def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame | None:
+        """Explicit ``trials``, with those the ``denominators`` give from the frame on top."""
+        if not self.denominators:
+            return trials
+        return denominator_trials(frame, self.denominators, self.step_s_, trials)
+
     def _raw_training_scores(self) -> dict[str, pd.DataFrame]:
         out = {"seasonal": self.baseline_.train_scores_}
-        out.update({name: member.train_scores_ for name, member in self.members_.items()})
+        for name, member in self.members_.items():
+            out[name] = self._alarm_scores(name, member.train_scores_)
         return out
+
+    def _alarm_scores(self, family: str, scores: pd.DataFrame) -> pd.DataFrame:
+        """A family's raw scores as calibrated (the sustained family's, where it may alarm)."""
+        if family != "sustained":
+            return scores
+        return scores["score"] * self.sustained_alarms_
 
     def compact(self) -> Self:
         """Drop what only fitting needed; scores and decisions stay the same.
@@ -243,22 +323,31 @@ class Ensemble(ParamsMixin):
         return np.hstack([per_signal, joint])
 
     # -- scoring ------------------------------------------------------------------------------
-    def score(self, frame: pd.DataFrame) -> EnsembleScores:
+    def score(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
         """Score rows that follow the training data, without changing the model."""
-        return self._score(frame, advance=False)
+        return self._score(frame, trials, advance=False)
 
-    def update(self, frame: pd.DataFrame) -> EnsembleScores:
+    def update(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
         """Score new rows and keep the streaming state (levels, windows, decisions)."""
-        return self._score(frame, advance=True)
+        return self._score(frame, trials, advance=True)
 
-    def _score(self, frame: pd.DataFrame, *, advance: bool) -> EnsembleScores:
+    def _score(
+        self, frame: pd.DataFrame, trials: pd.DataFrame | None, *, advance: bool
+    ) -> EnsembleScores:
         if not hasattr(self, "baseline_"):
             raise NotFittedError("Ensemble is not fitted yet; call fit() first")
         frame = check_frame(frame).reindex(columns=self.signals_)
-        dec = self.baseline_.decompose(frame, advance=advance)
+        trials = self._trials(frame, trials)
+        dec = self.baseline_.decompose(frame, trials=trials, advance=advance)
         raw = {"seasonal": self.baseline_.scores_from(dec.z)}
         for name, member in self.members_.items():
-            raw[name] = member.update(dec.z) if advance else member.score(dec.z)
+            data = dec.z
+            if name == "sustained":
+                data = SustainedShift.parts(dec.u, dec.events, dec.means)
+            out = member.update(data) if advance else member.score(data)
+            if name == "sustained":
+                keep = out["keep"].to_numpy() >= self.persist
+            raw[name] = self._alarm_scores(name, out)
         # Plain arrays from here on: per-column pandas operations dominate when many signals are
         # scored at once. Columns follow the calibrators: each family's, in family order.
         matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))
@@ -266,17 +355,30 @@ class Ensemble(ParamsMixin):
         per_signal = matrix[:, :n].copy()
         start = 0
         for family, scores in raw.items():
-            if family != "iforest":
+            if family in _PER_SIGNAL:
                 np.maximum(per_signal, matrix[:, start : start + n], out=per_signal)
             start += scores.shape[1]
         # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
         # per episode, and ``min_points`` needs consecutive rows that holding would cap.
-        decided = self.hysteresis_.decide(
-            np.column_stack([per_signal, matrix.max(axis=1)]), advance=advance
-        )
+        # The overall column's own hysteresis sees only the cross-signal (joint) columns; the
+        # overall alarm is on while it or any signal's alarm is.
+        joint = np.flatnonzero(self.column_units_ >= n)
+        overall_in = matrix[:, joint].max(axis=1) if joint.size else np.zeros(frame.shape[0])
+        decisions = np.column_stack([per_signal, overall_in])
+        if "sustained" in self.members_:
+            # A lasting deviation holds a signal's score at ``leave`` for the hysteresis: its
+            # open event stays open, a closed one does not open (``leave`` is below ``enter``).
+            hold = min(self.leave, float(np.nextafter(self.enter, -np.inf)))
+            decisions[:, :n] = np.where(keep, np.maximum(per_signal, hold), per_signal)
+        was_on = self.hysteresis_.on[:n].astype(bool)
+        decided = self.hysteresis_.decide(decisions, advance=advance)
+        decided[:, n] = np.maximum(decided[:, n], decided[:, :n].max(axis=1, initial=0))
         # A signal's onset is found on its score across families; a held row holds every
-        # family's score of that signal, so no detector column reports the repeat either.
+        # family's score of that signal, so no detector column reports the repeat either. Rows
+        # that continue an open event are repeats too: the event is the news, once.
         held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
+        on = decided[:, :n].astype(bool)
+        held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
         cap = self.refractory_.cap
         matrix = np.where(held[:, self.column_units_], np.minimum(matrix, cap), matrix)
         per_signal = np.where(held[:, :n], np.minimum(per_signal, cap), per_signal)

@@ -116,6 +116,10 @@ class ServiceCollector(Collector):
             "anomalous": GaugeMetricFamily(
                 "llmwatch_anomalous", "1 while the series is anomalous (after hysteresis), else 0"
             ),
+            "peak": GaugeMetricFamily(
+                "llmwatch_event_peak_score",
+                "Highest score of the series' open anomaly event; absent while none is open",
+            ),
         }
         for status in self.view.series():
             if status.stale or status.timestamp is None:
@@ -130,6 +134,10 @@ class ServiceCollector(Collector):
                 per_series["anomalous"].add_sample(
                     "llmwatch_anomalous", base, float(status.anomalous)
                 )
+                if status.event_peak is not None:
+                    per_series["peak"].add_sample(
+                        "llmwatch_event_peak_score", base, status.event_peak
+                    )
             for key, value in (
                 ("expected", status.expected),
                 ("lower", status.lower),

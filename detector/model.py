@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SignalModel",
+    "denominator_trials",
     "fit_signal_model",
     "registry_name",
     "train_signal",
@@ -98,20 +99,49 @@ def trainable_columns(frame: pd.DataFrame, min_points: int, min_span: float) -> 
     return out
 
 
+def denominator_trials(
+    frame: pd.DataFrame, rates: pd.DataFrame | None, step: float
+) -> pd.DataFrame | None:
+    """Requests behind each row of a ratio signal's series: its denominator's rate x step.
+
+    ``rates`` are the denominator signal's series (per second); a ratio series takes the rate
+    series with the same labels, or the only one there is. Rows or series without a rate are
+    NaN (the ratio's trials are then inferred from its spread by time of day).
+
+    >>> idx = pd.date_range("2026-01-05", periods=2, freq="60s")
+    >>> ratio = pd.DataFrame({'{gpu="0"}': [0.1, 0.0]}, index=idx)
+    >>> rates = pd.DataFrame({"{}": [2.0, 3.0]}, index=idx)
+    >>> denominator_trials(ratio, rates, 60.0).iloc[:, 0].tolist()
+    [120.0, 180.0]
+    """
+    if rates is None or not rates.shape[1]:
+        return None
+    aligned = rates.reindex(index=frame.index)
+    out = {}
+    for column in frame.columns:
+        if column in aligned.columns:
+            out[column] = aligned[column].to_numpy() * step
+        elif aligned.shape[1] == 1:
+            out[column] = aligned.iloc[:, 0].to_numpy() * step
+    return pd.DataFrame(out, index=frame.index) if out else None
+
+
 def fit_signal_model(
     frame: pd.DataFrame,
     signal: SignalSettings,
     labels: dict[str, dict[str, str]] | None = None,
+    trials: pd.DataFrame | None = None,
 ) -> SignalModel:
     """Fit the ensemble configured for ``signal`` on ``frame`` (one column per series).
 
-    Columns without labels get ``{}``. The model's training-only data is dropped so that
+    Columns without labels get ``{}``; ``trials`` are the requests behind a ratio's rows
+    (:func:`denominator_trials`). The model's training-only data is dropped so that
     thousands of series fit in memory.
     """
     if frame.shape[1] == 0:
         raise ValueError(f"{signal.name}: no series to fit")
     params = signal.ensemble_params()
-    ensemble = Ensemble(**params).fit(frame)
+    ensemble = Ensemble(**params).fit(frame, trials)
     ensemble.compact()
     t = seconds(frame.index)
     labels = labels or {}
@@ -151,7 +181,13 @@ def train_signal(
         _log.info("%s: no series has enough history to fit yet", signal.name)
         return None
     frame = frame[columns]
-    model = fit_signal_model(frame, signal, batch.labels)
+    trials = None
+    if signal.denominator is not None:
+        rates = source.fetch(
+            settings.signal(signal.denominator), end - settings.training_window, end
+        )
+        trials = denominator_trials(frame, rates.frame, signal.step)
+    model = fit_signal_model(frame, signal, batch.labels, trials)
     return registry.publish(
         registry_name(signal.name, owner),
         model,

@@ -2,11 +2,14 @@
 
 Each scenario is a multi-signal frame of recording-rule outputs (P95/P99 latency, TTFT, request
 rate, error ratios, GPU memory, tokens per request) at a fixed step, with daily and weekly
-seasonality, counting noise and scrape gaps, plus up to three injected incidents whose intervals are
-the labels (each kind of incident is defined in :mod:`detector.scenario_incidents`). Incidents
-start only after day 4 so that detectors have history to learn from.
-Everything is drawn from ``numpy.random.default_rng`` seeded by the seed and the scenario name, so a
-seed reproduces a scenario exactly; the underlying traffic profile depends on the seed alone.
+seasonality, counting noise and scrape gaps, plus three injected incidents whose intervals are the
+labels (each kind of incident is defined in :mod:`detector.scenario_incidents`). Incidents start
+only after day 4 so that detectors have history to learn from. Traffic is as hard as production
+gets: nights of 0.3-1 request per second, where one failed request is several percent of a step.
+Everything is drawn from ``numpy.random.default_rng`` seeded by the seed, the scenario name, the
+strength and the step, so they reproduce a scenario exactly; each scenario draws its own traffic
+levels. :func:`corpus_files` lists the evaluation corpus: every kind at both strengths and at
+30 s and 60 s steps.
 
 Examples
 --------
@@ -29,18 +32,28 @@ import numpy as np
 import pandas as pd
 
 from detector.scenario_incidents import (
-    DAY_RPS,
     HOUR_S,
     MINUTE_S,
-    NIGHT_RPS,
+    STRENGTHS,
     Drivers,
     Grid,
-    Incidents,
+    Incident,
     inject_incidents,
+    latency_log_sd,
 )
 from detector.timeutil import DAY_S
 
-__all__ = ["SCENARIO_NAMES", "SIGNAL_DIRECTIONS", "Scenario", "generate", "write_scenarios"]
+__all__ = [
+    "SCENARIO_NAMES",
+    "SCENARIO_STEPS",
+    "SIGNAL_DIRECTIONS",
+    "STRENGTHS",
+    "LabelledIncident",
+    "Scenario",
+    "corpus_files",
+    "generate",
+    "write_scenarios",
+]
 
 SIGNAL_DIRECTIONS: dict[str, str] = {
     "latency_p95_seconds": "up",
@@ -52,32 +65,46 @@ SIGNAL_DIRECTIONS: dict[str, str] = {
     "gpu_memory_used_mb": "up",
     "tokens_per_request": "up",
 }
+# The recording rules' evaluation intervals the corpus covers.
+SCENARIO_STEPS: tuple[float, ...] = (30.0, 60.0)
 
 _WEEKEND_DAY, _WEEKEND_NIGHT = 0.45, 0.85
-# Request rate at which queueing roughly doubles latency; weekday peaks sit near 45 % of it.
+# Weekday traffic: nights of well under one request per second, afternoons of 6 to 16.
+_NIGHT_RPS, _DAY_RPS = (0.3, 1.0), (6.0, 16.0)
+# Request rate at which queueing roughly doubles latency; the busiest peaks sit near 40 % of it.
 _CAPACITY_RPS = 40.0
-_JSON_SHARE = 0.3
 _ERROR_P, _JSON_ERROR_P = 0.002, 0.01
 _GPU_PLATEAU_MB = 17_800.0
+_GPU_SD_MB = 5.0
 # Output lengths are skewed, with a spread of the order of their mean.
 _MEAN_TOKENS, _SD_TOKENS = 180.0, 140.0
 _NAB_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 # What each scenario does: the one place that lists the scenarios.
 _ABOUT = {
-    "latency_regression": "every latency signal x1.4-2 (a slow deploy), traffic unchanged",
-    "memory_leak": "GPU memory grows linearly by 1-3 GB, then drops back when the server restarts",
-    "traffic_surge": "request rate multiplied by 2-3, latency rising with the load",
-    "traffic_drop": "request rate down to 10-40 % of normal",
-    "error_burst": "error ratio jumps to 3-20 %",
-    "json_error_burst": "invalid JSON for 10-40 % of the requests that ask for JSON",
-    "generation_loops": "tokens per request x2-4 (runaway generations), latency with them",
-    "slow_drift": "latency rises gradually by 50-100 % over 6-12 hours and stays until reverted",
+    "latency_regression": "every latency signal x1.2-1.6 for 20-60 min (a slow deploy)",
+    "memory_leak": "GPU memory grows by 0.5-1.5 GB over 3-5 h, then drops when the server restarts",
+    "traffic_surge": "request rate x1.5-3 for 15-60 min, latency rising with the load",
+    "traffic_drop": "request rate down to 20-40 % of normal for 15-60 min",
+    "error_burst": "error ratio up by 1.5-6 points for 5-20 min (over a 0.2 % baseline)",
+    "json_error_burst": "JSON error ratio from 1 % to 4-8 % for 15-45 min",
+    "generation_loops": "tokens per request x1.5-3 (runaway generations), latency with them",
+    "slow_drift": "latency rises to x1.4-1.8 over 3-6 hours, holds 1-3 hours, then reverts",
     "contextual": "traffic normal for another time of day (day-level at night, night-level by day)",
     "quiet_week": "no incident",
 }
 
 SCENARIO_NAMES: tuple[str, ...] = tuple(_ABOUT)
+
+
+@dataclass(frozen=True)
+class LabelledIncident:
+    """One incident of a scenario: its labelled window, when it became visible, and its size."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    visible: pd.Timestamp  # first row where the change exceeds three noise deviations
+    label: str
 
 
 @dataclass(frozen=True)
@@ -87,20 +114,30 @@ class Scenario:
     Attributes
     ----------
     name : str
-        One of :data:`SCENARIO_NAMES`.
+        One of :data:`SCENARIO_NAMES` (the kind of incident).
     frame : pandas.DataFrame
         One float column per signal of :data:`SIGNAL_DIRECTIONS`, indexed by a tz-naive UTC
-        ``DatetimeIndex`` named ``timestamp``; scrape gaps are missing rows.
+        ``DatetimeIndex`` named ``timestamp``; scrape gaps are missing rows, and the latency,
+        ratio and token signals are missing (NaN) in a step without any request.
     windows : list of (pandas.Timestamp, pandas.Timestamp)
         Labelled incident intervals, both ends inclusive, in time order.
     description : str
         What happens in the scenario, with each incident's time and size.
+    strength : str
+        ``"small"`` or ``"large"``: which size range the incidents were drawn from.
+    step_s : float
+        Seconds between rows.
+    incidents : tuple of LabelledIncident
+        The windows again, with when each became visible and its size.
     """
 
     name: str
     frame: pd.DataFrame
     windows: list[tuple[pd.Timestamp, pd.Timestamp]]
     description: str
+    strength: str = "large"
+    step_s: float = 30.0
+    incidents: tuple[LabelledIncident, ...] = ()
 
 
 def _smooth_noise(t: np.ndarray, rng: np.random.Generator, knot_s: float) -> np.ndarray:
@@ -110,17 +147,30 @@ def _smooth_noise(t: np.ndarray, rng: np.random.Generator, knot_s: float) -> np.
 
 
 def _base_drivers(g: Grid, rng: np.random.Generator) -> Drivers:
+    night_rps, day_rps = rng.uniform(*_NIGHT_RPS), rng.uniform(*_DAY_RPS)
     # Office hours with soft edges (a product of two logistic steps) and a small lunch dip.
     office = 1.0 / ((1.0 + np.exp((8.0 - g.hour) / 0.9)) * (1.0 + np.exp((g.hour - 19.5) / 1.3)))
     lunch = 1.0 - 0.12 * np.exp(-0.5 * ((g.hour - 12.75) / 0.6) ** 2)
-    day_level = np.where(g.weekend, _WEEKEND_DAY * DAY_RPS, DAY_RPS)
-    night = np.where(g.weekend, _WEEKEND_NIGHT * NIGHT_RPS, NIGHT_RPS)
+    day_level = np.where(g.weekend, _WEEKEND_DAY * day_rps, day_rps)
+    night = np.where(g.weekend, _WEEKEND_NIGHT * night_rps, night_rps)
     rate = night + (day_level - night) * office * lunch
     # Real traffic never draws the same curve twice: a level per day and a slow wander within it.
     rate *= np.exp(rng.normal(0.0, 0.06, g.day[-1] + 1))[g.day]
     rate *= np.exp(0.08 * _smooth_noise(g.t, rng, HOUR_S))
     ones = np.ones_like(rate)
-    return Drivers(rate, ones.copy(), ones.copy(), ones * _ERROR_P, ones * _JSON_ERROR_P, 0 * ones)
+    # GPU memory wanders by some megabytes as the allocator's caches fill and empty.
+    memory = 8.0 * _smooth_noise(g.t, rng, 3 * HOUR_S)
+    return Drivers(
+        rate,
+        ones.copy(),
+        ones.copy(),
+        ones * _ERROR_P,
+        ones * _JSON_ERROR_P,
+        memory,
+        night_rps=night_rps,
+        day_rps=day_rps,
+        memory_sd_mb=_GPU_SD_MB,
+    )
 
 
 def _observe(g: Grid, d: Drivers, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -132,30 +182,34 @@ def _observe(g: Grid, d: Drivers, rng: np.random.Generator) -> dict[str, np.ndar
     # partly, as prefill does not grow with them and continuous batching absorbs some decode work.
     load = rps * np.sqrt(d.tokens) / _CAPACITY_RPS
     # Quantiles estimated from few requests (nights, drops) are noisier.
-    spread = 0.03 + 0.3 / np.sqrt(counts + 1.0)
-    slow = _smooth_noise(g.t, rng, 2 * HOUR_S)
+    spread = latency_log_sd(counts / g.step_s, g.step_s)
     p95 = 2.4 * d.latency * d.tokens**0.9 * (1.0 + 0.6 * load**2)
-    p95 *= np.exp(spread * rng.standard_normal(n) + 0.04 * slow)
+    p95 *= np.exp(spread * rng.standard_normal(n))
     p99 = p95 * (1.2 + rng.gamma(4.0, 0.03, n)) * (1.0 + 0.3 * load**2)
     ttft = 0.32 * d.latency * d.tokens**0.3 * (1.0 + 1.5 * load**2)
-    ttft *= np.exp(1.5 * spread * rng.standard_normal(n) + 0.05 * slow)
-    errors = rng.binomial(counts, d.error_p)
-    json_n = rng.binomial(counts, _JSON_SHARE)
-    json_errors = rng.binomial(json_n, d.json_error_p)
+    ttft *= np.exp(1.5 * spread * rng.standard_normal(n))
+    # Both ratios are over all requests, as the recording rules define them.
+    errors = rng.binomial(counts, np.clip(d.error_p, 0.0, 1.0))
+    json_errors = rng.binomial(counts, np.clip(d.json_error_p, 0.0, 1.0))
     tokens = _MEAN_TOKENS * d.tokens * np.exp(0.03 * _smooth_noise(g.t, rng, 3 * HOUR_S))
     tokens += _SD_TOKENS * d.tokens * rng.standard_normal(n) / np.sqrt(np.maximum(counts, 1))
-    memory = _GPU_PLATEAU_MB + d.memory_mb + rng.normal(0.0, 3.0, n)
-    # Rounded like exported values, which also keeps the CSV files small.
-    ratios = [
-        np.divide(k, m, out=np.zeros(n), where=m > 0)
-        for k, m in ((errors, counts), (json_errors, json_n))
-    ]
+    memory = _GPU_PLATEAU_MB + d.memory_mb + rng.normal(0.0, d.memory_sd_mb, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = [errors / counts, json_errors / counts]
     columns = (p95, p99, ttft, rps, *ratios, memory, np.maximum(tokens, 1.0))
     decimals = (4, 4, 4, 4, 6, 6, 0, 2)
-    return {c: v.round(r) for c, v, r in zip(SIGNAL_DIRECTIONS, columns, decimals, strict=True)}
+    out = {c: v.round(r) for c, v, r in zip(SIGNAL_DIRECTIONS, columns, decimals, strict=True)}
+    # Without a request in the step a quantile or a ratio has no value: the recording rules
+    # leave the point out, while the request rate is a real 0.
+    for name in ("latency_p95_seconds", "latency_p99_seconds", "ttft_p95_seconds"):
+        out[name][counts == 0] = np.nan
+    out["tokens_per_request"][counts == 0] = np.nan
+    return out
 
 
-def _keep_mask(g: Grid, d: Drivers, rng: np.random.Generator, incidents: Incidents) -> np.ndarray:
+def _keep_mask(
+    g: Grid, d: Drivers, rng: np.random.Generator, incidents: list[Incident]
+) -> np.ndarray:
     """Rows that were scraped: a few missing stretches, occasional single misses, restarts."""
     n = g.t.size
     keep = rng.random(n) >= 0.001
@@ -165,8 +219,8 @@ def _keep_mask(g: Grid, d: Drivers, rng: np.random.Generator, incidents: Inciden
     # A stretch over an incident would hide what is labelled, so stretches keep clear of them.
     margin = int(30 * MINUTE_S / g.step_s)
     clear = np.ones(starts.size, dtype=bool)
-    for i0, i1, _ in incidents:
-        clear &= (starts + lengths < i0 - margin) | (starts > i1 + margin)
+    for inc in incidents:
+        clear &= (starts + lengths < inc.first - margin) | (starts > inc.last + margin)
     starts, lengths = starts[clear][:k], lengths[clear][:k]
     restarts = np.asarray(d.restarts, dtype=int)
     starts = np.concatenate((starts, restarts))
@@ -201,7 +255,13 @@ def _span(start: pd.Timestamp, end: pd.Timestamp) -> str:
 
 
 def generate(
-    name: str, *, seed: int = 0, days: float = 10.0, step_s: float = 30.0, start: str = "2026-01-05"
+    name: str,
+    *,
+    seed: int = 0,
+    days: float = 10.0,
+    step_s: float = 30.0,
+    start: str = "2026-01-05",
+    strength: str = "large",
 ) -> Scenario:
     """Generate one labelled scenario.
 
@@ -210,13 +270,15 @@ def generate(
     name : str
         One of :data:`SCENARIO_NAMES`.
     seed : int, default 0
-        Non-negative seed; the same seed and name always give the same scenario.
+        Non-negative seed; the same seed, name, strength and step always give the same scenario.
     days : float, default 10.0
         Length of the series. Incidents start after day 4, so all but ``quiet_week`` need more.
     step_s : float, default 30.0
         Seconds between rows (the recording rules' evaluation interval).
     start : str, default "2026-01-05"
         First timestamp (a Monday); a tz-aware value is converted to naive UTC.
+    strength : {"small", "large"}, default "large"
+        Which size range the incidents are drawn from.
 
     Returns
     -------
@@ -226,56 +288,93 @@ def generate(
     Raises
     ------
     ValueError
-        For an unknown name, non-positive sizes, or a series too short to hold an incident.
+        For an unknown name or strength, non-positive sizes, or a series too short to hold an
+        incident.
     """
     if name not in SCENARIO_NAMES:
         raise ValueError(f"unknown scenario {name!r}; valid names: {', '.join(SCENARIO_NAMES)}")
+    if strength not in STRENGTHS:
+        raise ValueError(f"strength={strength!r} is not allowed; choose one of {list(STRENGTHS)}")
     g = _grid(start, days, step_s)
-    drivers = _base_drivers(g, np.random.default_rng([seed, 0]))
-    tag = zlib.crc32(name.encode())
+    # Each scenario draws its own traffic levels and incidents, so the corpus covers a range.
+    tag = zlib.crc32(f"{name}/{strength}/{step_s:g}".encode())
+    drivers = _base_drivers(g, np.random.default_rng([seed, 0, tag]))
     rng = np.random.default_rng([seed, 1, tag])
-    incidents = inject_incidents(name, g, drivers, rng)
+    incidents = inject_incidents(name, g, drivers, rng, strength)
     values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
     keep = _keep_mask(g, drivers, rng, incidents)
     frame = pd.DataFrame(values, index=g.index)[keep]
-    windows = [(g.index[i0], g.index[i1]) for i0, i1, _ in incidents]
-    parts = [f"{_span(g.index[i0], g.index[i1])} {size}" for i0, i1, size in incidents]
-    described = f"; {len(incidents)} incident(s): " + "; ".join(parts) if incidents else ""
-    return Scenario(name, frame, windows, f"{name}: {_ABOUT[name]}{described}")
+    labelled = tuple(
+        LabelledIncident(g.index[i.first], g.index[i.last], g.index[i.visible], i.label)
+        for i in incidents
+    )
+    parts = [f"{_span(i.start, i.end)} {i.label}" for i in labelled]
+    traffic = f" (traffic {drivers.night_rps:.2f} req/s at night, {drivers.day_rps:.1f} by day)"
+    described = f"; {len(parts)} incident(s): " + "; ".join(parts) if parts else ""
+    return Scenario(
+        name,
+        frame,
+        [(i.start, i.end) for i in labelled],
+        f"{name}: {_ABOUT[name]}{traffic}{described}",
+        strength=strength,
+        step_s=float(step_s),
+        incidents=labelled,
+    )
+
+
+def corpus_files(names: Iterable[str] | None = None) -> dict[str, tuple[str, str, float]]:
+    """The evaluation corpus: file stem -> (scenario name, strength, step in seconds).
+
+    Every kind of incident at both strengths and both steps, and the quiet week at both steps.
+
+    >>> files = corpus_files(["error_burst", "quiet_week"])
+    >>> list(files)
+    ['error_burst_small_30s', 'error_burst_small_60s', 'error_burst_large_30s', \
+'error_burst_large_60s', 'quiet_week_30s', 'quiet_week_60s']
+    """
+    chosen = SCENARIO_NAMES if names is None else tuple(names)
+    unknown = [n for n in chosen if n not in SCENARIO_NAMES]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; valid names: {', '.join(SCENARIO_NAMES)}")
+    out: dict[str, tuple[str, str, float]] = {}
+    for name in chosen:
+        for strength in STRENGTHS if name != "quiet_week" else ("large",):
+            for step in SCENARIO_STEPS:
+                stem = f"{name}_{strength}" if name != "quiet_week" else name
+                out[f"{stem}_{step:g}s"] = (name, strength, step)
+    return out
 
 
 def write_scenarios(
     directory: str | Path, *, seed: int = 0, names: Iterable[str] | None = None
 ) -> Path:
-    """Write scenarios as NAB-style CSV files plus ``labels.json``.
+    """Write the corpus (:func:`corpus_files`) as NAB-style CSV files plus ``labels.json``.
 
     Parameters
     ----------
     directory : str or pathlib.Path
-        Created if missing. Receives ``<name>.csv`` per scenario (header ``timestamp,<signals...>``,
+        Created if missing. Receives ``<stem>.csv`` per scenario (header ``timestamp,<signals...>``,
         timestamps ``YYYY-MM-DD HH:MM:SS`` as in NAB's data files) and ``labels.json``.
     seed : int, default 0
         Passed to :func:`generate`.
     names : iterable of str, optional
-        Scenarios to write; all of :data:`SCENARIO_NAMES` by default.
+        Scenario names to write; all of :data:`SCENARIO_NAMES` by default.
 
     Returns
     -------
     pathlib.Path
         The labels file, in NAB's ``combined_windows.json`` format:
-        ``{"<name>.csv": [["start", "end"], ...]}``.
+        ``{"<stem>.csv": [["start", "end"], ...]}``.
     """
-    chosen = SCENARIO_NAMES if names is None else tuple(names)
-    unknown = [n for n in chosen if n not in SCENARIO_NAMES]
-    if unknown:  # checked up front so that a typo leaves no half-written directory
-        raise ValueError(f"unknown scenario(s) {unknown}; valid names: {', '.join(SCENARIO_NAMES)}")
+    # Checked up front so that a typo leaves no half-written directory.
+    files = corpus_files(names)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     labels: dict[str, list[list[str]]] = {}
-    for name in chosen:
-        scenario = generate(name, seed=seed)
-        scenario.frame.to_csv(out / f"{name}.csv", date_format="%Y-%m-%d %H:%M:%S")
-        labels[f"{name}.csv"] = [
+    for stem, (name, strength, step) in files.items():
+        scenario = generate(name, seed=seed, step_s=step, strength=strength)
+        scenario.frame.to_csv(out / f"{stem}.csv", date_format="%Y-%m-%d %H:%M:%S")
+        labels[f"{stem}.csv"] = [
             [s.strftime(_NAB_TIME), e.strftime(_NAB_TIME)] for s, e in scenario.windows
         ]
     path = out / "labels.json"

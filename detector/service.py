@@ -97,6 +97,7 @@ class DetectorService:
             s.name: SignalTracker(s, stale_after=settings.stale_after, buffer_span=_BUFFER_S)
             for s in settings.signals
         }
+        self._order = settings.scoring_order()
         self._fingerprint: dict[str, str] = {}
         self._refused: set[str] = set()
         self._failures: Counter[str] = Counter()
@@ -174,7 +175,8 @@ class DetectorService:
         self._watch_registry(now)
         self._schedule_fits(now)
         all_ok, down = True, False
-        for name, tracker in self.trackers.items():
+        for name in self._order:
+            tracker = self.trackers[name]
             if down or now < self._retry_at.get(name, -math.inf):
                 tracker.mark_failed()
                 all_ok = False
@@ -196,7 +198,9 @@ class DetectorService:
             if tracker.failing and self.settings.recovery_settle > 0:
                 self._settle_until[name] = now + self.settings.recovery_settle
             batch = self._settled(name, batch)
-            tracker.ingest(self._owned(name, batch), now, self.store)
+            den = tracker.signal.denominator
+            rates = self.trackers[den].buffer if den is not None else None
+            tracker.ingest(self._owned(name, batch), now, self.store, rates)
         stats = RunStats(
             last_run=self.clock(),
             duration=time.perf_counter() - began,

@@ -116,6 +116,12 @@ class SignalSettings(_Strict):
     seasonality: Literal["auto", "daily", "weekly", "none"] = "auto"
     detectors: tuple[str, ...] = DEFAULT_FAMILIES
     thresholds: ThresholdSettings = ThresholdSettings()
+    # A ratio's request rate (another signal, per second): trials per row = rate x step, and
+    # the ratio is scored as counts (detector.methods.counts).
+    denominator: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
+    # Seconds a new level must hold before the expectation and band accept it as normal: the
+    # signal stays anomalous until then, or until it returns into its band.
+    accept_after: Duration = 2 * 3600.0
 
     @field_validator("step")
     @classmethod
@@ -145,6 +151,7 @@ class SignalSettings(_Strict):
             "leave": self.thresholds.leave,
             "min_points": self.thresholds.min_points,
             "refractory": self.thresholds.refractory,
+            "accept_after": self.accept_after,
         }
 
 
@@ -248,6 +255,14 @@ class DetectorSettings(BaseSettings):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"signal names must be unique; repeated: {twice}")
+        for sig in value:
+            if sig.denominator is not None and sig.denominator not in names:
+                raise ValueError(
+                    f"signal {sig.name!r}: denominator {sig.denominator!r} is not a configured "
+                    f"signal; configured: {names}"
+                )
+            if sig.denominator == sig.name:
+                raise ValueError(f"signal {sig.name!r}: denominator must be another signal")
         return value
 
     @model_validator(mode="after")
@@ -263,6 +278,11 @@ class DetectorSettings(BaseSettings):
     def shard_spec(self) -> Shard:
         """The parsed ``shard`` setting."""
         return Shard.parse(self.shard)
+
+    def scoring_order(self) -> list[str]:
+        """Signal names, denominators first: a ratio scored after them has their rows."""
+        used = {s.denominator for s in self.signals}
+        return sorted((s.name for s in self.signals), key=lambda name: name not in used)
 
     def signal(self, name: str) -> SignalSettings:
         """The signal called ``name``; ``KeyError`` naming the known ones otherwise."""

@@ -29,6 +29,9 @@ class SeriesStatus:
     anomalous: bool
     stale: bool  # no fresh data this cycle (source down, series gone quiet)
     model_version: str | None
+    # Highest score of the series' open event (its onset's, as scores are held during it);
+    # None while no event is open.
+    event_peak: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from detector.attribution import BatchAttribution
 from detector.ensemble import JOINT
-from detector.model import SignalModel
+from detector.model import SignalModel, denominator_trials
 from detector.signals import SignalSettings
 from detector.source import SeriesBatch, series_key
 from detector.status import ActiveAnomaly, SeriesStatus
@@ -147,8 +147,17 @@ class SignalTracker:
         return seen if seen < first - self.signal.step else None
 
     # -- each cycle ---------------------------------------------------------------------------
-    def ingest(self, batch: SeriesBatch, end: float, store: EventStore | None) -> None:
-        """Take rows pulled up to ``end``: remember, score, record events, drop silent series."""
+    def ingest(
+        self,
+        batch: SeriesBatch,
+        end: float,
+        store: EventStore | None,
+        rates: pd.DataFrame | None = None,
+    ) -> None:
+        """Take rows pulled up to ``end``: remember, score, record events, drop silent series.
+
+        ``rates`` are the recent rows of the signal's denominator (a request rate), for a ratio.
+        """
         frame = batch.frame
         self.failing = False
         t = seconds(frame.index) if frame.shape[0] else np.zeros(0)
@@ -176,7 +185,7 @@ class SignalTracker:
                 self.model.seen_until, unit="s"
             ):
                 fresh = frame[t > self.model.seen_until]
-                self._score(fresh, store)
+                self._score(fresh, store, rates)
             self._unmodelled(frame)
         self.last_ts = end
         self._drop_silent(end, store)
@@ -187,13 +196,15 @@ class SignalTracker:
         cut = buffer.index[-1] - pd.Timedelta(seconds=self.buffer_span)
         self.buffer = buffer[buffer.index > cut]
 
-    def _score(self, frame: pd.DataFrame, store: EventStore | None) -> None:
+    def _score(
+        self, frame: pd.DataFrame, store: EventStore | None, rates: pd.DataFrame | None
+    ) -> None:
         model = self.model
         if model is None:
             return
         x = frame.reindex(columns=model.columns)
         attribution = BatchAttribution(model.ensemble)
-        res = model.ensemble.update(x)
+        res = model.ensemble.update(x, denominator_trials(x, rates, self.signal.step))
         attribution.scored(res)
         model.seen_until = float(seconds(frame.index)[-1])
         det = res.detector_scores
@@ -332,6 +343,7 @@ class SignalTracker:
                 anomalous=s.anomalous,
                 stale=self.failing,
                 model_version=version if key in covered else None,
+                event_peak=None if s.event is None else max(s.event.peak_score, s.score),
             )
             for key, s in self.series.items()
         ]

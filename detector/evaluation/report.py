@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from detector.evaluation.events import EventMetrics
 from detector.evaluation.nab import PROFILES
@@ -18,7 +19,7 @@ from detector.evaluation.runner import (
     scenario_corpus,
 )
 
-__all__ = ["report_json", "report_table", "run_eval"]
+__all__ = ["report_json", "report_table", "run_eval", "sensitivity_text"]
 
 
 def report_table(report: CorpusReport, *, per_series: bool = True) -> str:
@@ -41,12 +42,36 @@ def report_table(report: CorpusReport, *, per_series: bool = True) -> str:
     if per_series:
         lines += [row(n, m, report.nab_per_series[n]) for n, m in report.events.items()]
     lines.append(row("TOTAL", report.total, report.nab["standard"].score))
+    if len(report.sensitivity):
+        lines += ["", sensitivity_text(report)]
     lines.append(
         "NAB score (threshold optimised per profile over the corpus): "
         + ", ".join(
             f"{p} {report.nab[p].score:.1f} (t={report.nab[p].threshold:.4f})" for p in PROFILES
         )
     )
+    return "\n".join(lines)
+
+
+def sensitivity_text(report: CorpusReport) -> str:
+    """The sensitivity table: detection rate and delays per kind of incident and strength."""
+    table = report.sensitivity
+    steps = [c for c in table.columns if c.startswith("rate_")]
+    head = f"{'incident kind':<20} {'size':<6} {'n':>3} {'found':>6} {'delay':>7} {'visible':>8}"
+    head += f" {'share':>6}" + "".join(f" {c.removeprefix('rate_'):>6}" for c in steps)
+    lines = ["sensitivity (delay: median from the start; visible: from leaving the band)", head]
+
+    def minutes(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1f}m"
+
+    for (kind, strength), r in table.iterrows():
+        text = (
+            f"{kind:<20} {strength:<6} {int(r.incidents):>3} {r.rate:>6.0%} "
+            f"{minutes(r.delay_min):>7} {minutes(r.visible_delay_min):>8} {r.share:>6.0%}"
+        )
+        lines.append(text + "".join(f" {r[c]:>6.0%}" for c in steps))
+    shares = [o.share for o in report.outcomes]
+    lines.append(f"median share of an incident's rows flagged: {float(np.median(shares)):.2f}")
     return "\n".join(lines)
 
 
@@ -68,7 +93,12 @@ def _metrics_json(m: EventMetrics) -> dict[str, float | int | None]:
 
 def report_json(report: CorpusReport) -> dict[str, object]:
     """The figures of one corpus as plain JSON-able data."""
+    sensitivity = {
+        f"{kind}/{strength}": {k: None if pd.isna(v) else round(float(v), 4) for k, v in r.items()}
+        for (kind, strength), r in report.sensitivity.iterrows()
+    }
     return {
+        "sensitivity": sensitivity,
         "total": _metrics_json(report.total),
         "nab": {
             p: {"score": round(s.score, 3), "threshold": s.threshold} for p, s in report.nab.items()

@@ -26,11 +26,13 @@ from detector.evaluation.nab import (
     load_windows,
     score_all_profiles,
 )
-from detector.scenarios import SCENARIO_NAMES, SIGNAL_DIRECTIONS, generate
+from detector.evaluation.sensitivity import IncidentOutcome, incident_outcome, sensitivity_table
+from detector.scenarios import SIGNAL_DIRECTIONS, LabelledIncident, corpus_files, generate
 
 __all__ = [
     "Corpus",
     "CorpusReport",
+    "available_cores",
     "backtest_many",
     "evaluate_corpus",
     "nab_corpus",
@@ -40,12 +42,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Corpus:
-    """Labelled series to evaluate, with the detector settings that fit them."""
+    """Labelled series to evaluate, with the detector settings that fit them.
+
+    ``incidents`` describes each series' windows in more detail where the generator knows it
+    (kind, strength, step and when each became visible), for the sensitivity table.
+    """
 
     name: str
     frames: dict[str, pd.DataFrame]
     windows: dict[str, Windows]
     params: dict[str, Any] = field(default_factory=dict)
+    incidents: dict[str, tuple[str, str, float, tuple[LabelledIncident, ...]]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -58,16 +67,24 @@ class CorpusReport:
     nab: dict[str, CorpusScore]
     nab_per_series: dict[str, float]
     outputs: dict[str, pd.DataFrame]
+    # Per kind and strength of incident (scenarios only; empty otherwise).
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    outcomes: tuple[IncidentOutcome, ...] = ()
 
 
-def scenario_corpus(seed: int = 0, names: tuple[str, ...] = SCENARIO_NAMES) -> Corpus:
-    """The bundled LLM-serving scenarios, with each signal's configured alert direction."""
-    frames, windows = {}, {}
-    for name in names:
-        scenario = generate(name, seed=seed)
-        frames[name] = scenario.frame
-        windows[name] = scenario.windows
-    return Corpus("scenarios", frames, windows, {"directions": dict(SIGNAL_DIRECTIONS)})
+def scenario_corpus(
+    seed: int = 0, names: tuple[str, ...] | None = None, *, days: float = 10.0
+) -> Corpus:
+    """The bundled LLM-serving scenarios (:func:`~detector.scenarios.corpus_files`), with each
+    signal's configured alert direction."""
+    frames, windows, incidents = {}, {}, {}
+    for stem, (name, strength, step) in corpus_files(names).items():
+        scenario = generate(name, seed=seed, step_s=step, strength=strength, days=days)
+        frames[stem] = scenario.frame
+        windows[stem] = scenario.windows
+        incidents[stem] = (name, strength, step, scenario.incidents)
+    params = {"directions": dict(SIGNAL_DIRECTIONS)}
+    return Corpus("scenarios", frames, windows, params, incidents)
 
 
 def nab_corpus(nab_root: str | Path) -> Corpus:
@@ -76,6 +93,13 @@ def nab_corpus(nab_root: str | Path) -> Corpus:
     frames = load_corpus(root)
     windows = load_windows(root / "labels" / "combined_windows.json")
     return Corpus("NAB", frames, {k: windows[k] for k in frames})
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _one(job: tuple[pd.DataFrame, dict[str, Any], BacktestSettings]) -> pd.DataFrame:
@@ -93,7 +117,7 @@ def backtest_many(
     """Backtest several series, ``jobs`` at a time (default: one per core)."""
     settings = settings or BacktestSettings()
     work = [(frame, dict(params or {}), settings) for frame in frames.values()]
-    jobs = min(jobs or os.cpu_count() or 1, len(work))
+    jobs = min(jobs or available_cores(), len(work))
     if jobs <= 1:
         results = [_one(w) for w in work]
     else:
@@ -139,6 +163,20 @@ def evaluate_corpus(
             nab_per_series[name] = score
         else:
             nab_per_series[name] = math.nan
+    outcomes = tuple(
+        incident_outcome(
+            outputs[stem].index,
+            outputs[stem]["anomalous"].to_numpy(),
+            inc.start,
+            inc.end,
+            visible=inc.visible,
+            kind=kind,
+            strength=strength,
+            step_s=step,
+        )
+        for stem, (kind, strength, step, labelled) in corpus.incidents.items()
+        for inc in labelled
+    )
     return CorpusReport(
         name=corpus.name,
         events=events,
@@ -146,4 +184,6 @@ def evaluate_corpus(
         nab=_nab_of(outputs, corpus.windows),
         nab_per_series=nab_per_series,
         outputs=outputs,
+        sensitivity=sensitivity_table(outcomes),
+        outcomes=outcomes,
     )

@@ -7,7 +7,9 @@ indexed by time of day (or of week). Online, a Huber-clipped exponential tracker
 so an outlier moves it little while a slow drift is followed; a shift that persists for
 ``accept_points`` becomes the new level, as an operator would accept a new normal. Residuals are
 scaled by a MAD per time-of-day bin, shrunk towards the global MAD and floored so that a zero MAD
-(ratios that are mostly 0, flat series) never turns noise into alarms.
+(ratios that are mostly 0, flat series) never turns noise into alarms. Ratios of counts (error
+ratios) are scored as counts instead (:mod:`detector.methods.counts`), with the trials behind
+each row given (a denominator) or inferred from the ratio's spread by time of day.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import pandas as pd
-from statsmodels.tsa.seasonal import STL
 
 from detector.base import (
     BaseDetector,
@@ -29,31 +31,55 @@ from detector.base import (
     check_frame,
     check_range,
 )
+from detector.methods.counts import fit_counts, looks_like_ratio, normal_score
+from detector.methods.seasonal_fit import choose_period, phase_scales, seasonal_profile
 from detector.methods.seasonal_models import SignalModel, StackedModels
-from detector.robust import MAD_TO_SIGMA, Q90_TO_SIGMA, binned_quantiles, robust_sigma
-from detector.timeutil import DAY_S, WEEK_S, phase_lookup, phase_of, seconds
+from detector.timeutil import DAY_S, phase_lookup, seconds
 from detector.tracking import Tracks, best_halflife, ewma_before, track_levels
 
 __all__ = ["Decomposition", "SeasonalBaseline"]
 
-_FINEST_BIN_S = 300.0
-_PROFILE_SHRINK_POINTS = 10.0
-_SHRINK_POINTS = 30.0
 _SEASONALITIES = ("auto", "daily", "weekly", "none")
+# Training values further than this many typical deviations from the median are clipped before
+# the half-life and the scales are estimated.
+_WINSOR = 1000.0
+# A single event is never clipped by a ratio's level trackers: clipping it would bias the
+# expected proportion of rare events towards 0.
+_MIN_CLIP_EVENTS = 1.5
 
 
 @dataclass(frozen=True)
 class Decomposition:
     """Per-row view of the baseline: signed standardised residuals, expectation and band.
 
-    ``z`` is measured against the fast tracker (what is new since the last few points); the
-    expectation and the band are the slow tracker's, the stable picture an operator compares with.
+    ``z`` is measured against the fast tracker (what is new since the last few points); ``u``,
+    the expectation and the band are the slow tracker's, the stable picture an operator compares
+    with. For ratio columns ``events`` and ``means`` are the counts seen and expected (against
+    the slow tracker) behind each row, so that windows of rows can be scored as counts; they are
+    NaN in other columns.
     """
 
     z: pd.DataFrame
+    u: pd.DataFrame
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
+    events: pd.DataFrame
+    means: pd.DataFrame
+
+
+def _winsorised(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped at its median plus or minus ``_WINSOR`` times its typical step.
+
+    >>> float(_winsorised(np.r_[np.arange(10.0), 1e6, np.arange(10.0)]).max())
+    3005.0
+    """
+    if x.size < 3:
+        return x
+    centre = float(np.median(x))
+    step = float(np.median(np.abs(np.diff(x))))
+    spread = max(step, float(np.median(np.abs(x - centre))), 1e-12 * max(1.0, abs(centre)))
+    return np.clip(x, centre - _WINSOR * spread, centre + _WINSOR * spread)
 
 
 class SeasonalBaseline(BaseDetector):
@@ -93,6 +119,9 @@ class SeasonalBaseline(BaseDetector):
         shift against the usual level for hours after the score has marked its onset.
     band : float
         Half-width of the expected band, in scales.
+    ratios : {"auto", "none"}
+        ``"auto"`` scores columns that look like proportions of rare events (all values in
+        [0, 1], many exact zeros) as counts; columns given ``trials`` at ``fit`` always are.
 
     Examples
     --------
@@ -118,6 +147,7 @@ class SeasonalBaseline(BaseDetector):
         slow_halflife: float = 6 * 3600.0,
         slow_accept_after: float = 2 * 3600.0,
         band: float = 3.0,
+        ratios: str = "auto",
     ) -> None:
         self.directions = directions
         self.transform = transform
@@ -130,6 +160,7 @@ class SeasonalBaseline(BaseDetector):
         self.slow_halflife = slow_halflife
         self.slow_accept_after = slow_accept_after
         self.band = band
+        self.ratios = ratios
 
     def _validate_params(self) -> None:
         check_choice("transform", self.transform, ("auto", "log", "none"))
@@ -143,6 +174,7 @@ class SeasonalBaseline(BaseDetector):
         check_range("slow_halflife", self.slow_halflife, 0.0, math.inf, closed="neither")
         check_range("slow_accept_after", self.slow_accept_after, 0.0, math.inf, closed="left")
         check_range("band", self.band, 0.0, math.inf, closed="neither")
+        check_choice("ratios", self.ratios, ("auto", "none"))
         check_directions(self.directions)
 
     @property
@@ -151,18 +183,62 @@ class SeasonalBaseline(BaseDetector):
         return {name: self.stacked_.model(j) for j, name in enumerate(self.signals_)}
 
     # -- fitting ------------------------------------------------------------------------------
-    def _fit_model(self, frame: pd.DataFrame) -> list[Tracks]:
+    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+        """Fit on a training frame; ``trials`` gives the requests behind ratio columns' rows.
+
+        ``trials`` has the frame's index and some of its columns (NaN where unknown); every
+        column it holds is scored as a ratio of counts.
+        """
+        self._validate_params()
+        frame = check_frame(frame)
+        initial = self._fit_model(frame, trials)
+        self.initial_state_ = copy.deepcopy(initial)
+        self.train_decomposition_, self.state_ = self._decompose(frame, initial, trials)
+        self.train_scores_ = self.scores_from(self.train_decomposition_.z)
+        return self
+
+    def _fit_model(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> list[Tracks]:
         t_all = seconds(frame.index)
         self.signals_ = list(frame.columns)
+        values = frame.to_numpy()
+        given = self._trials(frame, trials)
+        is_ratio = np.array(
+            [
+                (given is not None and bool(np.isfinite(given[:, j]).any()))
+                or (self.ratios == "auto" and looks_like_ratio(values[:, j]))
+                for j in range(values.shape[1])
+            ],
+            dtype=bool,
+        )
         models = []
-        for name in frame.columns:
-            x = frame[name].to_numpy()
-            ok = np.isfinite(x)
-            models.append(self._fit_signal(t_all[ok], x[ok]))
+        for j in range(values.shape[1]):
+            ok = np.isfinite(values[:, j])
+            models.append(self._fit_signal(t_all[ok], values[ok, j], ratio=bool(is_ratio[j])))
         self.stacked_ = StackedModels.stack(models)
         self.seasonality_ = dict(zip(self.signals_, self.stacked_.seasonality, strict=True))
-        # The fast and the slow tracker of every signal.
-        return [Tracks.start(len(models)), Tracks.start(len(models))]
+        step = float(np.median(np.diff(t_all))) if t_all.size > 1 else 1.0
+        self.counts_ = fit_counts(
+            t_all, values, given, ratios=is_ratio, bins=int(self.bins_per_day), step_s=step
+        )
+        # Bands of signals that never go below 0 (latency, ratios, rates) stop at 0.
+        finite = np.isfinite(values)
+        self.nonnegative_ = ~(finite & (np.where(finite, values, 0.0) < 0.0)).any(axis=0)
+        # The fast and the slow tracker of every signal. A ratio's start at its training
+        # proportion: its first value (0, or one event in a dozen) is no estimate of it.
+        trackers = [Tracks.start(len(models)), Tracks.start(len(models))]
+        for tracks in trackers:
+            tracks.level[self.counts_.columns] = self.counts_.mean
+            tracks.last_t[self.counts_.columns] = t_all[0] if t_all.size else np.nan
+        return trackers
+
+    def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> np.ndarray | None:
+        """``trials`` as an array in the frame's rows and columns (NaN where not given)."""
+        if trials is None:
+            return None
+        unknown = [c for c in trials.columns if c not in frame.columns]
+        if unknown:
+            raise ValueError(f"trials for columns the frame does not have: {unknown}")
+        return trials.reindex(index=frame.index, columns=frame.columns).to_numpy(np.float64)
 
     def _offset(self, x: np.ndarray) -> float:
         positive = x[x > 0]
@@ -172,10 +248,12 @@ class SeasonalBaseline(BaseDetector):
             return math.nan
         return 0.05 * float(np.median(positive))
 
-    def _fit_signal(self, t: np.ndarray, raw: np.ndarray) -> SignalModel:
+    def _fit_signal(self, t: np.ndarray, raw: np.ndarray, *, ratio: bool = False) -> SignalModel:
         bins = int(self.bins_per_day)
-        offset = self._offset(raw)
-        if self.transform == "log" and math.isnan(offset):
+        # A ratio of counts is modelled as it is, at one proportion all day: its night-time
+        # medians (0) would draw a daily profile that only says nights have fewer requests.
+        offset = math.nan if ratio else self._offset(raw)
+        if self.transform == "log" and math.isnan(offset) and not ratio:
             raise ValueError("transform='log' needs positive values in every signal")
         x = raw if math.isnan(offset) else np.log(np.maximum(raw + offset, 1e-300))
         if x.size < 8:
@@ -187,13 +265,26 @@ class SeasonalBaseline(BaseDetector):
         step = float(np.median(np.diff(t))) if x.size > 1 else width
         span = float(t[-1] - t[0])
         profile, period, how = np.zeros(0), 0.0, "none"
-        if self.seasonality != "none":
-            period, how = self._choose_period(span, step)
+        if ratio:
+            how = "none (a ratio of counts: one proportion all day)"
+        elif self.seasonality != "none":
+            period, how = choose_period(self.seasonality, span, step)
         if period:
-            profile, how = self._seasonal_profile(t, x, step, period, how)
+            profile, how = seasonal_profile(
+                t,
+                x,
+                step,
+                period,
+                how,
+                bins_per_day=bins,
+                min_strength=self.min_strength,
+            )
             if profile.size == 0:
                 period = 0.0
         deseason = x - phase_lookup(profile, period, t) if period else x
+        # The smoothers below are linear: one absurd value (1e6 in a series of tens) would
+        # leave its trace in hours of residuals, and so in the scales. Winsorised for them.
+        deseason = _winsorised(deseason)
         if self.level_halflife == "auto":
             halflife = best_halflife(deseason) * step
         else:
@@ -204,121 +295,65 @@ class SeasonalBaseline(BaseDetector):
         scales = []
         for hl in (halflife, max(halflife, self.slow_halflife)):
             resid = deseason - ewma_before(deseason, hl / step)
-            scales.append(self._phase_scales(t[settle:], resid[settle:], bins, typical))
+            scales.append(phase_scales(t[settle:], resid[settle:], bins, typical))
         return SignalModel(profile, period, *scales, how, halflife, offset)
-
-    def _choose_period(self, span: float, step: float) -> tuple[float, str]:
-        wanted = self.seasonality
-        if step > DAY_S / 8:
-            return 0.0, f"none (sampling interval {step:.0f} s is too coarse for a daily profile)"
-        if wanted in ("auto", "weekly") and span >= 2 * WEEK_S:
-            return WEEK_S, "weekly"
-        if wanted == "weekly":
-            return 0.0, f"none (weekly needs 14 days of history, have {span / DAY_S:.1f})"
-        if span >= 2 * DAY_S:
-            return DAY_S, "daily"
-        return 0.0, f"none (seasonal profile needs 2 days of history, have {span / DAY_S:.1f})"
-
-    def _seasonal_profile(
-        self, t: np.ndarray, x: np.ndarray, step: float, period: float, how: str
-    ) -> tuple[np.ndarray, str]:
-        # STL runs on medians over coarse wall-clock bins: a short regular series it can afford,
-        # robust to spikes. It decides whether there is a seasonal pattern at all and gives the
-        # trend; the profile itself is then read at a finer resolution, so sharp daily edges
-        # (a batch job, a shift change) are kept rather than smoothed into ramps.
-        width = DAY_S / self.bins_per_day
-        key = np.floor(t / width).astype(np.int64)
-        medians, _ = binned_quantiles(key - key[0], x, int(key[-1] - key[0]) + 1, [0.5])
-        full = pd.Series(medians[:, 0], index=np.arange(key[0], key[-1] + 1))
-        full = full.interpolate(limit_direction="both")
-        n_bins = round(period / width)
-        # STL's *_jump parameters evaluate its loess smoothers every few points and interpolate;
-        # on these smooth bin medians that changes nothing measurable and saves most of the cost.
-        jump = max(1, n_bins // 12)
-        res = STL(
-            full.to_numpy(),
-            period=n_bins,
-            seasonal_jump=jump,
-            trend_jump=math.ceil(1.5 * jump),
-            low_pass_jump=jump,
-        ).fit()
-        seasonal, remainder = res.seasonal, res.resid
-        total = np.var(seasonal + remainder)
-        strength = 1.0 - np.var(remainder) / total if total > 1e-12 * np.mean(full**2) else 0.0
-        # Noise alone leaves a profile whose variance is about var(remainder) / cycles; demand
-        # clearly more than that before believing in a pattern.
-        phase_bin = phase_of(full.index.to_numpy() * width, period, width)
-        coarse = pd.Series(seasonal).groupby(phase_bin).mean()
-        cycles = full.size / n_bins
-        if strength < self.min_strength or np.var(coarse) < 4.0 * np.var(remainder) / cycles:
-            return np.zeros(0), f"none (seasonal strength {strength:.2f} is too weak)"
-        centres = (full.index.to_numpy() + 0.5) * width
-        base = pd.Series(seasonal).groupby(phase_bin).mean().reindex(range(n_bins))
-        base = base.interpolate(limit_direction="both").fillna(0.0).to_numpy()
-        trend = np.interp(t, centres, res.trend)
-        resid = x - trend - phase_lookup(base, period, t)
-        n_fine = max(n_bins, round(period / max(step, _FINEST_BIN_S)))
-        medians, size = binned_quantiles(phase_of(t, period, period / n_fine), resid, n_fine, [0.5])
-        # Each fine bin's correction is shrunk by how few cycles it has seen, so a weekly
-        # profile from two weeks is not two weeks of noise.
-        fine = np.nan_to_num(medians[:, 0]) * size / (size + _PROFILE_SHRINK_POINTS)
-        profile = np.interp(
-            (np.arange(n_fine) + 0.5) / n_fine,
-            (np.arange(n_bins + 2) - 0.5) / n_bins,
-            np.r_[base[-1], base, base[0]],
-        )
-        profile = profile + fine
-        return profile - np.mean(profile), how
-
-    def _phase_scales(
-        self, t: np.ndarray, resid: np.ndarray, bins: int, typical: float
-    ) -> np.ndarray:
-        ok = np.isfinite(resid)
-        t, resid = t[ok], resid[ok]
-        floor = 1e-6 * max(1.0, typical)
-        if resid.size == 0:
-            return np.full(bins, floor)
-        dev = np.abs(resid - np.median(resid))
-        overall = robust_sigma(dev)
-        # Ratios of small counts are mostly one value with rare large ones: their MAD is 0 while
-        # the rare values are ordinary. The 90th percentile sees them; the mean deviation keeps
-        # the scale positive as soon as anything varies at all.
-        floor = max(floor, 0.5 * 1.2533 * float(np.mean(dev)), 0.25 * overall)
-        overall = max(overall, floor)
-        q, count = binned_quantiles(phase_of(t, DAY_S, DAY_S / bins), dev, bins, [0.5, 0.9])
-        per_bin = np.maximum(MAD_TO_SIGMA * q[:, 0], q[:, 1] / Q90_TO_SIGMA)
-        per_bin = np.where(np.isfinite(per_bin), per_bin, overall)
-        shrunk = (count * per_bin + _SHRINK_POINTS * overall) / (count + _SHRINK_POINTS)
-        return np.maximum(shrunk, floor)
 
     # -- scoring ------------------------------------------------------------------------------
     def _fixed_halflife(self, step: float) -> float:
         return step if self.level_halflife == "auto" else float(self.level_halflife)
 
     def _decompose(
-        self, frame: pd.DataFrame, state: list[Tracks]
+        self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
     ) -> tuple[Decomposition, list[Tracks]]:
         # Every signal at once in arrays: with many signals and few rows (the streaming case)
         # per-signal numpy calls on tiny arrays would dominate the cost.
         t = seconds(frame.index)
-        models = self.stacked_
-        x = models.forward(frame.reindex(columns=self.signals_).to_numpy())
+        models, counts = self.stacked_, self.counts_
+        raw = frame.reindex(columns=self.signals_).to_numpy()
+        x = models.forward(raw)
         season = models.season(t)
         d = x - season
         fast, slow = state
         points = int(self.accept_points)
         s = phase_lookup(models.scale, DAY_S, t).T
+        s_slow = phase_lookup(models.slow_scale, DAY_S, t).T
+        ratio = counts.columns
+        if ratio.size:
+            given = self._trials(frame.reindex(columns=self.signals_), trials)
+            n = counts.effective_trials(t, raw, None if given is None else given[:, ratio])
+            sd = np.sqrt(np.maximum(counts.mean, counts.floor) * (1.0 - counts.mean) / n)
+            s[:, ratio] = np.maximum(sd, _MIN_CLIP_EVENTS / n / self.clip)
+            s_slow[:, ratio] = s[:, ratio]
         level = track_levels(t, d, self.clip * s, fast, models.halflife, points, 0.0)
-        z = (d - level) / s
-        s = phase_lookup(models.slow_scale, DAY_S, t).T
         hl = np.maximum(models.halflife, self.slow_halflife)
-        level = track_levels(t, d, self.clip * s, slow, hl, points, self.slow_accept_after)
-        centre = level + season
+        slow_level = track_levels(
+            t, d, self.clip * s_slow, slow, hl, points, self.slow_accept_after
+        )
+        # A value near the float limit gives an infinite residual: as deviant as it gets.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (d - level) / s
+            u = (d - slow_level) / s_slow
+        events = np.full(d.shape, np.nan)
+        means = np.full(d.shape, np.nan)
+        if ratio.size:
+            s_slow[:, ratio] = sd
+            events[:, ratio] = x[:, ratio] * n
+            means[:, ratio] = n * np.maximum(slow_level[:, ratio], counts.floor)
+            # Counts are scored against the slow expectation only: a fast tracker of a few
+            # events per step settles on whatever the last quiet steps held (0 after a burst).
+            u[:, ratio] = normal_score(events[:, ratio], means[:, ratio])
+            z[:, ratio] = u[:, ratio]
+        centre = slow_level + season
+        lower = models.backward(centre - self.band * s_slow)
+        lower = np.where(self.nonnegative_, np.maximum(lower, 0.0), lower)
         parts = (
             z,
+            u,
             models.backward(centre),
-            models.backward(centre - self.band * s),
-            models.backward(centre + self.band * s),
+            lower,
+            models.backward(centre + self.band * s_slow),
+            events,
+            means,
         )
         idx, cols = frame.index, pd.Index(self.signals_)
         dec = Decomposition(*(pd.DataFrame(part, index=idx, columns=cols) for part in parts))
@@ -328,21 +363,24 @@ class SeasonalBaseline(BaseDetector):
         dec, state = self._decompose(frame, state)
         return self.scores_from(dec.z), state
 
-    def _run_training(
-        self, frame: pd.DataFrame, state: list[Tracks]
-    ) -> tuple[pd.DataFrame, list[Tracks]]:
-        # Other families learn from the training residuals: keep them rather than recompute.
-        self.train_decomposition_, state = self._decompose(frame, state)
-        return self.scores_from(self.train_decomposition_.z), state
-
     def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
         """Direction-aware raw scores of signed standardised residuals."""
         out = apply_directions(z.to_numpy(), self.directions, list(z.columns))
         return pd.DataFrame(out, index=z.index, columns=z.columns)
 
-    def decompose(self, frame: pd.DataFrame, *, advance: bool = False) -> Decomposition:
-        """Residuals, expectations and scales of ``frame``; ``advance`` keeps the tracker state."""
+    def decompose(
+        self,
+        frame: pd.DataFrame,
+        *,
+        trials: pd.DataFrame | None = None,
+        advance: bool = False,
+    ) -> Decomposition:
+        """Residuals, expectations and bands of ``frame``; ``advance`` keeps the tracker state.
+
+        ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
+        the trials inferred for the time of day).
+        """
         self._check_fitted()
         state = self.state_ if advance else copy.deepcopy(self.state_)
-        dec, _ = self._decompose(check_frame(frame), state)
+        dec, _ = self._decompose(check_frame(frame), state, trials)
         return dec

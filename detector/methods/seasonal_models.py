@@ -96,6 +96,13 @@ class StackedModels:
             float(self.offset[j]),
         )
 
+    def profile_spread(self) -> np.ndarray:
+        """Standard deviation of each signal's seasonal profile over its cycle (0 without one)."""
+        out = np.zeros(self.offset.size)
+        for group in self.profiles:
+            out[group.columns] = group.table.std(axis=1)
+        return out
+
     def season(self, t: np.ndarray) -> np.ndarray:
         """Seasonal offset of each signal at each time, (times, signals); 0 without a profile."""
         out = np.zeros((t.size, self.offset.size))

@@ -50,6 +50,7 @@ DETECTOR_SERIES: frozenset[str] = frozenset(
         "expected_lower",
         "expected_upper",
         "anomalous",
+        "event_peak_score",
         "model_info",
         "model_age_seconds",
         "last_run_timestamp_seconds",

@@ -203,3 +203,29 @@ def test_invalid_settings() -> None:
     ]:
         with pytest.raises(ValueError, match=name):
             BacktestSettings(**kwargs)
+
+
+def test_a_clean_daily_sine_with_a_small_wobble_raises_nothing() -> None:
+    """Nearly noise-free: a 0.5 % wobble (73-minute period) on a daily sine is no alarm."""
+    idx = pd.date_range("2026-01-05", periods=10 * 1440, freq="60s")
+    t = np.arange(idx.size) * 60.0
+    x = 10 + np.sin(2 * np.pi * t / 86_400) + 0.05 * np.sin(2 * np.pi * t / (73 * 60))
+    out = backtest(pd.DataFrame({"x": x}, index=idx))
+    assert out.anomalous.sum() == 0
+
+
+@pytest.mark.parametrize("absurd", [1e6, 1e308])
+def test_one_absurd_value_flags_itself_and_minutes_at_most(absurd: float) -> None:
+    """A single 1e6 (or a value near the float limit) in a series of tens: flagged where it is,
+    then the refits that learn from it neither blind the series nor raise hours of alarms."""
+    idx = pd.date_range("2026-01-05", periods=8 * 1440, freq="60s")
+    t = np.arange(idx.size) * 60.0
+    rng = np.random.default_rng(0)
+    x = 10 + np.sin(2 * np.pi * t / 86_400) + 0.1 * rng.normal(size=idx.size)
+    at = 5 * 1440 + 600
+    x[at] = absurd
+    x[at + 1440] += 2.0  # a day later, an ordinary spike is still seen
+    out = backtest(pd.DataFrame({"x": x}, index=idx))
+    assert out.anomalous.iloc[at] == 1 and out.anomaly_score.iloc[at] > 0.99
+    assert out.anomalous.iloc[at + 15 : at + 1440].sum() == 0
+    assert out.anomalous.iloc[at + 1440] == 1

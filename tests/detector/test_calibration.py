@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.stats import norm
 
 from detector.base import NotFittedError
 from detector.calibration import CalibratorBank, TailCalibrator
@@ -220,3 +221,32 @@ def test_bank_of_one_row_and_of_no_rows() -> None:
 def test_bank_needs_fitted_calibrators() -> None:
     with pytest.raises(NotFittedError, match="fit"):
         CalibratorBank({"a": TailCalibrator()})
+
+
+def test_a_smooth_score_is_not_read_as_a_light_tail() -> None:
+    """Window means cross the tail quantile in a few long clusters of small excesses: the tail
+    is never taken lighter than a normal one with the same body."""
+    rng = np.random.default_rng(4)
+    smooth = np.convolve(rng.normal(size=20_000), np.ones(60) / np.sqrt(60), mode="same")
+    cal = TailCalibrator().fit(np.abs(smooth), horizon_points=2880)
+    body = (np.quantile(np.abs(smooth), 0.98) - np.median(np.abs(smooth))) / 2.054
+    assert cal.beta_ >= 0.39 * body - 1e-12
+    # Just beyond anything seen in training is not yet a certain alarm.
+    assert cal.transform(np.array([np.abs(smooth).max() * 1.05]))[0] < 0.95
+
+
+def test_normal_tail_reads_far_scores_as_the_model_says() -> None:
+    rng = np.random.default_rng(5)
+    lumpy = np.round(np.abs(rng.normal(size=5_000)), 1)  # discrete, like normal scores of counts
+    normal = TailCalibrator(tail="normal").fit(lumpy, horizon_points=2880)
+    fitted = TailCalibrator().fit(lumpy, horizon_points=2880)
+    x = np.array([5.5])
+    p = normal.survival(x)[0]
+    assert p == pytest.approx(normal.p_threshold_ * norm.sf(5.5) / norm.sf(normal.threshold_))
+    assert normal.transform(x)[0] > 0.99 > fitted.transform(x)[0]
+    bank = CalibratorBank({"n": normal, "e": fitted})
+    np.testing.assert_allclose(
+        bank.transform(np.array([[5.5, 5.5]]))[0], [normal.transform(x)[0], fitted.transform(x)[0]]
+    )
+    with pytest.raises(ValueError, match="tail"):
+        TailCalibrator(tail="gumbel").fit(lumpy, horizon_points=10)

@@ -58,8 +58,9 @@ def spiked(test_day: pd.DataFrame) -> pd.DataFrame:
 
 def test_fit_learns_every_family_and_signal(model: Ensemble, train: pd.DataFrame) -> None:
     assert model.signals_ == ["rps", "latency"]
-    assert set(model.members_) == {"levelshift", "iforest"}
-    expected = {(s, f) for s in ("rps", "latency") for f in ("seasonal", "levelshift")}
+    assert set(model.members_) == {"levelshift", "sustained", "iforest"}
+    families = ("seasonal", "levelshift", "sustained")
+    expected = {(s, f) for s in ("rps", "latency") for f in families}
     assert set(model.calibrators_) == expected | {(JOINT, "iforest")}
     assert model.training_start_ == train.index[0]
     assert model.training_end_ == train.index[-1]
@@ -237,7 +238,7 @@ def test_carry_decisions_continues_an_alarm(data: pd.DataFrame) -> None:
     params = {"directions": {"latency": "up"}, "min_points": 2}
     old = Ensemble(**params).fit(bad.iloc[: TRAIN_DAYS * DAY_POINTS])
     old.update(bad.iloc[TRAIN_DAYS * DAY_POINTS : start + 2])
-    assert old.hysteresis_["overall"][0] == 1  # the alarm is on: (decision, count) per series
+    assert old.hysteresis_["latency"][0] == 1  # the alarm is on: (decision, count) per series
     # A refit on history that now includes the alarm's start takes over mid-incident.
     window = bad.iloc[DAY_POINTS : start + 2]
     rest = bad.iloc[start + 2 : start + 4]

@@ -24,6 +24,7 @@ def _status(labels: dict[str, str], *, stale: bool = False, version: str | None 
         anomalous=True,
         stale=stale,
         model_version=version,
+        event_peak=0.999,
     )
 
 
@@ -78,6 +79,7 @@ def test_every_metric_with_source_labels():
     assert get("llmwatch_expected_lower", base) == 0.8
     assert get("llmwatch_expected_upper", base) == 1.2
     assert get("llmwatch_anomalous", base) == 1.0
+    assert get("llmwatch_event_peak_score", base) == 0.999
     info = {"signal": "latency", "detector": "seasonal", "version": "v1"}
     assert get("llmwatch_model_info", info) == 1.0
     assert get("llmwatch_model_age_seconds", {"signal": "latency"}) == 60.0
@@ -93,6 +95,7 @@ def test_every_metric_with_source_labels():
         "llmwatch_expected_lower",
         "llmwatch_expected_upper",
         "llmwatch_anomalous",
+        "llmwatch_event_peak_score",
         "llmwatch_model_info",
         "llmwatch_model_age_seconds",
         "llmwatch_last_run_timestamp_seconds",

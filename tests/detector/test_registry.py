@@ -18,6 +18,7 @@ from detector.manifest import LIBRARIES
 from detector.methods.iforest import IsolationForestDetector
 from detector.methods.levelshift import LevelShiftDetector
 from detector.methods.seasonal import SeasonalBaseline
+from detector.methods.sustained import SustainedShift
 from detector.registry import ModelRegistry, ModelVersion, RegistryError, data_hash
 
 WINDOW = {"training_start": "2026-01-05T00:00:00Z", "training_end": "2026-01-06T00:00:00Z"}
@@ -274,7 +275,18 @@ FAMILY_ESTIMATORS = {
     "seasonal": lambda: SeasonalBaseline(directions={"a": "up"}),
     "levelshift": lambda: LevelShiftDetector(window=8),
     "iforest": lambda: IsolationForestDetector(n_estimators=20, random_state=0),
+    "sustained": lambda: SustainedShift(min_span=0.0),
 }
+
+
+def _parts(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sustained family's input: residuals here, and no ratio counts."""
+    nothing = frame * np.nan
+    return SustainedShift.parts(frame, nothing, nothing)
+
+
+# What each family reads, from the plain frame of the other families.
+FAMILY_INPUTS = {"sustained": _parts}
 
 
 def test_every_family_has_a_round_trip_case() -> None:
@@ -283,7 +295,7 @@ def test_every_family_has_a_round_trip_case() -> None:
 
 @pytest.mark.parametrize("family", sorted(FAMILY_ESTIMATORS))
 def test_round_trip_of_each_family(reg: ModelRegistry, family: str) -> None:
-    data = _frame()
+    data = FAMILY_INPUTS.get(family, lambda frame: frame)(_frame())
     train, test = data.iloc[: 3 * DAY], data.iloc[3 * DAY :]
     model = FAMILY_ESTIMATORS[family]().fit(train)
     v = reg.publish(

@@ -215,3 +215,31 @@ def test_isolation_forest_contributions_reach_the_api(prometheus_factory, tmp_pa
             assert not event["open"] and event["contributions"] == pytest.approx(credit)
     finally:
         service.stop()
+
+
+def test_a_fault_held_ten_minutes_keeps_the_signal_anomalous_for_its_length(
+    prometheus_factory, tmp_path, now
+):
+    """The event, ``anomalous`` and the active list last as long as the fault, then end."""
+    start = now - 3600
+    fault = start + 20 * 60
+    prom = prometheus_factory(backfill=history(now - 60, spike_at=fault, spike_len=10))
+    clock = Clock(start)
+    service = fitted(make_service(settings_for(prom.url, tmp_path), clock))
+    try:
+        states = {}
+        while clock.now < fault + 25 * STEP:
+            clock.now += STEP
+            service.run_cycle()
+            a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
+            active = [x.labels for x in service.active_anomalies()]
+            states[clock.now] = (a.anomalous, {"model": "a"} in active, a.event_peak)
+        during = [states[fault + k * STEP] for k in range(10)]
+        assert all(on and listed and peak > 0.95 for on, listed, peak in during), during
+        after = [states[fault + k * STEP] for k in range(18, 25)]
+        assert not any(on or listed or peak for on, listed, peak in after), after
+        (event,) = service.store.query(signal="latency").items
+        assert event.start == pytest.approx(fault, abs=STEP)
+        assert fault + 9 * STEP <= event.end <= fault + 18 * STEP
+    finally:
+        service.stop()

@@ -21,6 +21,10 @@ def test_the_shipped_config_loads_with_the_measured_defaults():
     names = [s.name for s in settings.signals]
     assert "latency_p95_seconds" in names and "json_error_ratio" in names
     assert all(s.query == f"llmwatch:{s.name}" for s in settings.signals)
+    # The error ratios are scored as counts of the requests the rate signal records.
+    assert settings.signal("error_ratio").denominator == "requests_per_second"
+    assert settings.signal("json_error_ratio").denominator == "requests_per_second"
+    assert settings.signal("error_ratio").ensemble_params()["accept_after"] == 7200.0
 
 
 def test_precedence_is_flags_then_environment_then_file(tmp_path, monkeypatch):
@@ -55,6 +59,9 @@ def test_precedence_is_flags_then_environment_then_file(tmp_path, monkeypatch):
         ("prometheus: {url: 'ftp://x'}\n", "prometheus.url"),
         ("prometheus: {bearer_token: a, username: b, password: c}\n", "either bearer_token"),
         ("- a\n- b\n", "top level must be a mapping"),
+        ("signals: [{name: a, query: x, denominator: rps}]\n", "denominator 'rps' is not"),
+        ("signals: [{name: a, query: x, denominator: a}]\n", "must be another signal"),
+        ("signals: [{name: a, query: x, accept_after: soon}]\n", "signals.0.accept_after"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, text, message):
@@ -84,4 +91,4 @@ def test_signal_settings_reach_the_ensemble(tmp_path):
     text = "signals: [{name: a, query: x, thresholds: {enter: 0.9, refractory: 0}}]\n"
     params = load_settings(_write(tmp_path, text)).signal("a").ensemble_params()
     assert params["enter"] == 0.9 and params["refractory"] == 0
-    assert params["families"] == ("seasonal", "levelshift")
+    assert params["families"] == ("seasonal", "levelshift", "sustained")

@@ -197,7 +197,7 @@ def test_retrain_compares_publishes_a_verified_version_and_rolls_back(stack: Sta
     table = pd.read_csv(out / "evaluation.csv", index_col="candidate")
     assert list(table.columns) == list(EVALUATION_COLUMNS)
     assert list(table.index) == ["as configured", "stricter entry", "seasonal only"]
-    assert table["windows"].eq(4).all() and table["f1"].between(0, 1).all()
+    assert table["windows"].eq(6).all() and table["f1"].between(0, 1).all()
     history = pd.read_csv(out / "history.csv", index_col=["candidate", "signal"])
     assert history.loc[("as configured", "ALL"), "series"] == len(stack.trained)
     assert "NOT served" not in _text(nb) and "'served'" in _text(nb)
