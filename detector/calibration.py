@@ -247,7 +247,8 @@ def _survival(
     """
     body = (n - (dropped + below) + 1.0) / (n + 1.0)
     excess = np.maximum(x - threshold, 0.0)
-    tail = p_threshold * np.exp(-excess / beta)
+    with np.errstate(over="ignore"):  # a score of 1e300 is as rare as it gets: 0
+        tail = p_threshold * np.exp(-excess / beta)
     if np.any(normal):
         # The ratio of normal tails, computed in log space so that it does not underflow.
         ratio = np.exp(log_ndtr(-np.maximum(x, threshold)) - log_ndtr(-threshold))

@@ -127,6 +127,10 @@ def _check_denominators(frame: pd.DataFrame, path: Path, denominators: dict[str,
                 )
 
 
+def _warn_backtest(message: str) -> None:
+    print(f"llmwatch backtest: warning: {message}", file=sys.stderr)
+
+
 def _run_backtest(args: argparse.Namespace) -> int:
     if args.out and len(args.inputs) > 1:
         raise InputError("several inputs need --out-dir, not --out")
@@ -139,7 +143,7 @@ def _run_backtest(args: argparse.Namespace) -> int:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise InputError(f"inputs share a file name, outputs would collide: {', '.join(twice)}")
-    loaded = [(path, *read_series_csv(path)) for path in args.inputs]
+    loaded = [(path, *read_series_csv(path, warn=_warn_backtest)) for path in args.inputs]
     from detector.evaluation.runner import available_cores, backtest_many
 
     jobs = args.jobs if args.jobs is not None else available_cores()

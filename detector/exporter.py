@@ -43,6 +43,9 @@ class RunStats:
     duration: float | None = None  # seconds the last cycle took
     up: bool = False  # the last cycle's queries all succeeded
     query_errors: dict[str, int] = field(default_factory=dict)  # signal -> failed queries so far
+    cycle_errors: dict[str, int] = field(default_factory=dict)  # stage -> failures so far
+    invalid_points: dict[str, int] = field(default_factory=dict)  # signal -> non-finite values
+    refused_series: dict[str, int] = field(default_factory=dict)  # signal -> over max_series
 
 
 class ExportView(Protocol):
@@ -187,16 +190,49 @@ class ServiceCollector(Collector):
             last.add_metric([], stats.last_run)
         if stats.duration is not None:
             duration.add_metric([], stats.duration)
-        errors = CounterMetricFamily(
-            "llmwatch_query_errors", "Failed source queries", labels=["signal"]
-        )
-        for signal, count in stats.query_errors.items():
-            errors.add_metric([signal], float(count))
         up = GaugeMetricFamily(
             "llmwatch_up", "1 when the last cycle's queries all succeeded, else 0"
         )
         up.add_metric([], float(stats.up))
-        yield from (last, duration, errors, up)
+        yield from (last, duration, up)
+        for kind, name, doc, label, values in (
+            (
+                CounterMetricFamily,
+                "llmwatch_query_errors",
+                _QUERY_ERRORS,
+                "signal",
+                stats.query_errors,
+            ),
+            (
+                CounterMetricFamily,
+                "llmwatch_cycle_errors",
+                _CYCLE_ERRORS,
+                "stage",
+                stats.cycle_errors,
+            ),
+            (
+                CounterMetricFamily,
+                "llmwatch_invalid_points",
+                _INVALID,
+                "signal",
+                stats.invalid_points,
+            ),
+            (
+                GaugeMetricFamily,
+                "llmwatch_series_refused",
+                _REFUSED,
+                "signal",
+                stats.refused_series,
+            ),
+        ):
+            family = kind(name, doc, labels=[label])
+            for key, count in values.items():
+                family.add_metric([key], float(count))
+            yield family
 
 
 _NAMES = {"expected": "expected_value", "lower": "expected_lower", "upper": "expected_upper"}
+_QUERY_ERRORS = "Failed source queries"
+_CYCLE_ERRORS = "Failures of a cycle stage (pull, score, record, fit, publish)"
+_INVALID = "Source values that are not finite numbers (infinite), taken as missing"
+_REFUSED = "Series of a signal not tracked because they are over max_series"

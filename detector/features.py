@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["Window", "residual_features", "window_mean", "window_sum"]
 
@@ -25,19 +26,25 @@ class Window:
 def window_sum(values: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Causal sum and count of the values present in the last ``window.size`` rows.
 
+    Each window is summed on its own rather than as a difference of running totals: one absurd
+    value (a z of 1e300) would otherwise swamp every later row of the block.
+
     >>> w = Window(1, 2)
     >>> [a.ravel().tolist() for a in window_sum(np.array([[1.0], [3.0], [np.nan]]), w)]
     [[1.0, 4.0, 3.0], [1.0, 2.0, 1.0]]
     """
     n_new = values.shape[0]
     full = window.extend(values)
-    present = np.isfinite(full)
-    zero = np.zeros((1, full.shape[1]))
-    csum = np.vstack([zero, np.cumsum(np.where(present, full, 0.0), axis=0)])
-    ccount = np.vstack([zero, np.cumsum(present, axis=0)])
-    end = np.arange(full.shape[0] - n_new, full.shape[0]) + 1
-    start = np.maximum(end - window.size, 0)
-    return csum[end] - csum[start], ccount[end] - ccount[start]
+    if n_new == 0:
+        return np.zeros((0, full.shape[1])), np.zeros((0, full.shape[1]))
+    present = ~np.isnan(full)
+    # Rows before the first have nothing: a window reaching there sums what it has.
+    pad = np.zeros((window.size - 1, full.shape[1]))
+    data = np.vstack([pad, np.where(present, full, 0.0)])[-(n_new + window.size - 1) :]
+    seen = np.vstack([pad, present.astype(np.float64)])[-(n_new + window.size - 1) :]
+    with np.errstate(invalid="ignore"):  # +inf and -inf in one window: no sum (NaN)
+        total = sliding_window_view(data, window.size, axis=0).sum(axis=-1)
+    return total, sliding_window_view(seen, window.size, axis=0).sum(axis=-1)
 
 
 def window_mean(values: np.ndarray, window: Window) -> np.ndarray:

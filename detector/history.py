@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from detector.history_query import Event, EventError, EventPage, EventReader
 
-__all__ = ["Event", "EventError", "EventPage", "EventStore"]
+__all__ = ["Event", "EventError", "EventPage", "EventStore", "check_history"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -57,6 +60,41 @@ CREATE INDEX IF NOT EXISTS events_signal_start ON events(signal, start);
 """
 
 
+def check_history(path: Path | str, *, reset: bool = False) -> Path | None:
+    """Make sure the history at ``path`` can be opened; where it cannot, say how to recover.
+
+    A database that SQLite cannot read raises ``ValueError`` naming the file, what is wrong and
+    the two ways on: move it aside, or start with ``--reset-history``. With ``reset``, it is
+    moved aside (to ``<name>.unreadable-<unix time>``, nothing is deleted) and that path is
+    returned; None when the history is fine or does not exist yet.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+    except sqlite3.DatabaseError as exc:
+        if not reset:
+            raise ValueError(
+                f"the event history {path} is unreadable ({exc}); move it aside, or start with "
+                "--reset-history to move it aside and begin a new one"
+            ) from None
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                extra.replace(aside.with_name(aside.name + suffix))
+        return aside
+    return None
+
+
 def _labels_key(labels: Mapping[str, str]) -> str:
     return json.dumps({str(k): str(v) for k, v in labels.items()}, sort_keys=True)
 
@@ -65,12 +103,14 @@ class EventStore(EventReader):
     """Anomaly events in the SQLite file at ``path`` (created with its folder if missing).
 
     Safe for one writing thread and any number of reading threads; ``close()`` when done.
+    Writes inside :meth:`batch` are one transaction: all of them are kept, or none.
     """
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # batches open on the writing thread
         self._db = self._connect()
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -80,6 +120,35 @@ class EventStore(EventReader):
         """Close the writer connection."""
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[EventStore]:
+        """Writes that are durable together or not at all (committed at the end, else undone)."""
+        with self._lock:
+            self._depth += 1
+            try:
+                with self._db:
+                    yield self
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:  # inside a batch: it commits
+                yield
+            else:
+                with self._db:
+                    yield
+
+    def prune(self, *, ended_before: float) -> int:
+        """Delete the events that ended before ``ended_before``; returns how many."""
+        with self._writing():
+            cur = self._db.execute(
+                "DELETE FROM events WHERE end IS NOT NULL AND end < ?",
+                (self._finite("ended_before", ended_before),),
+            )
+            return cur.rowcount
 
     def __enter__(self) -> EventStore:
         return self
@@ -119,7 +188,7 @@ class EventStore(EventReader):
             model_version=model_version,
         )
         key = _labels_key(labels)
-        with self._lock, self._db:
+        with self._writing():
             row = self._db.execute(
                 "SELECT id FROM events WHERE signal = ? AND labels = ? AND end IS NULL",
                 (signal, key),
@@ -156,7 +225,7 @@ class EventStore(EventReader):
         peak point; a point without any (the isolation forest did not fire there) keeps those
         recorded, and the first point with some records them even when it is not a peak.
         """
-        with self._lock, self._db:
+        with self._writing():
             return self._update(
                 event_id,
                 at=at,
@@ -173,7 +242,7 @@ class EventStore(EventReader):
     def close_event(self, event_id: int, *, at: float) -> Event:
         """Close an open event at ``at`` (no earlier than its start)."""
         t = self._finite("at", at)
-        with self._lock, self._db:
+        with self._writing():
             event = self._get_open(event_id)
             self._db.execute(
                 "UPDATE events SET end = ?, updated = ? WHERE id = ?",

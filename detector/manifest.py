@@ -3,7 +3,9 @@
 A manifest records what the artifact is (signal, version, artifact file, its size and sha256), how
 it was made (training window, a hash of the training data, parameters) and with what (library
 versions), plus any evaluation figures. :mod:`detector.registry` writes and reads it; nothing here
-touches the artifact itself.
+touches the artifact itself. The artifact is a :mod:`detector.modelfile` file (``model.npz``);
+versions whose artifact is a pickle (``model.pkl``, written by llmwatch before it) are refused by
+name (:func:`artifact_problem`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ARTIFACT_NAME",
     "LIBRARIES",
     "MANIFEST_FORMAT",
     "ModelVersion",
     "RegistryError",
     "TimeLike",
+    "artifact_problem",
     "check_name",
     "data_hash",
     "library_mismatches",
@@ -38,6 +42,7 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
+ARTIFACT_NAME = "model.npz"
 LIBRARIES = ("python", "numpy", "pandas", "scikit-learn", "statsmodels", "llmwatch")
 # Signal (or group) names become folder names: letters, digits and a few separators (colons for
 # recording-rule names), never a leading dot, so no name can climb out of the registry root.
@@ -155,7 +160,7 @@ def _distribution_version(name: str) -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of Python and of the libraries a pickled model depends on (None: not installed)."""
+    """Versions of Python and of the libraries a stored model depends on (None: not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     out.update({name: _distribution_version(name) for name in LIBRARIES[1:]})
     return out
@@ -173,12 +178,12 @@ def library_mismatches(
 ) -> tuple[list[str], list[str]]:
     """Compare library versions: ``(refusals, warnings)`` as readable lines.
 
-    A different major version refuses the model: pickles of numpy, pandas or scikit-learn objects
-    are not kept loadable across such changes. A different minor version only warns (the model
-    usually loads; scikit-learn itself would warn); patch releases are ignored. llmwatch's own
-    0.x minor releases change the fitted models' layout, so for llmwatch they refuse too. A
-    library recorded or installed on one side only warns: if the model needs an absent module,
-    unpickling fails and says so.
+    A different major version refuses the model: the state of numpy, pandas or scikit-learn
+    objects (a tree's node layout, say) is not kept compatible across such changes. A different
+    minor version only warns (the model usually loads; scikit-learn itself would warn); patch
+    releases are ignored. llmwatch's own 0.x minor releases change the fitted models' layout, so
+    for llmwatch they refuse too. A library recorded or installed on one side only warns: if the
+    model needs an absent module, loading fails and says so.
 
     >>> library_mismatches({"numpy": "2.3.1"}, {"numpy": "2.3.5"})
     ([], [])
@@ -240,6 +245,27 @@ class ModelVersion:
             "evaluation": self.evaluation,
             "artifact": {"file": self.artifact, "sha256": self.sha256, "size": self.size},
         }
+
+
+def artifact_problem(version: ModelVersion) -> str | None:
+    """Why this llmwatch cannot load the version's artifact format, or None when it can.
+
+    >>> v = ModelVersion(signal="rps", version="v", path=Path("rps/v"), created_at=0.0,
+    ...                  training_start=0.0, training_end=0.0, data_hash="", params={},
+    ...                  libraries={}, artifact="model.pkl", sha256="0" * 64, size=1)
+    >>> artifact_problem(v).endswith("refit with llmwatch train")
+    True
+    """
+    where = f"{version.signal}/{version.version}"
+    if version.artifact == ARTIFACT_NAME:
+        return None
+    if version.artifact.endswith(".pkl"):
+        return (
+            f"{where}: the artifact {version.artifact!r} is a pickle written by an older "
+            "llmwatch; pickles are no longer loaded, as loading one can run any code: "
+            "refit with llmwatch train"
+        )
+    return f"{where}: unknown artifact format {version.artifact!r} (expected {ARTIFACT_NAME})"
 
 
 def parse_manifest(data: Any, folder: Path) -> ModelVersion:

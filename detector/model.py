@@ -188,8 +188,9 @@ def train_signal(
         )
         trials = denominator_trials(frame, rates.frame, signal.step)
     model = fit_signal_model(frame, signal, batch.labels, trials)
-    return registry.publish(
-        registry_name(signal.name, owner),
+    folder = registry_name(signal.name, owner)
+    version = registry.publish(
+        folder,
         model,
         training_start=model.training_start,
         training_end=model.training_end,
@@ -197,3 +198,6 @@ def train_signal(
         params={**model.params, "series": len(columns), "shard": str(owner)},
         evaluation=model.evaluation,
     )
+    # Versions beyond the newest few go (never the current one, nor one a rollback pins).
+    registry.prune(folder, keep=settings.model_versions_kept)
+    return version

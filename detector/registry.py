@@ -3,18 +3,20 @@
 Layout (the root is ``models/`` by default)::
 
     <root>/<signal-or-group>/<version>/manifest.json   what, when, from which data, with what
-    <root>/<signal-or-group>/<version>/model.pkl       the pickled fitted object
+    <root>/<signal-or-group>/<version>/model.npz       the fitted object (detector.modelfile)
     <root>/<signal-or-group>/CURRENT                   optional rollback pointer (JSON)
-    <root>/.staging/                                   versions being written
+    <root>/.staging/                                   versions being written or removed
 
 A version is written completely into ``.staging`` and then renamed into place, so a reader sees
 either nothing or the whole version. Version ids sort by creation time. The current version is the
 newest one unless a rollback pointer names another; publishing a new version clears the pointer,
-so a rollback lasts until the next model is published.
+so a rollback lasts until the next model is published. :mod:`detector.registry_hygiene` keeps
+``.staging`` and prunes old versions; ``models/README.md`` tells the rest.
 
-:meth:`ModelRegistry.load` hashes the artifact's bytes and compares them with the manifest before
-unpickling those same bytes; a mismatch is refused. The checksum guards against corruption and
-half-copied files, not against someone who can rewrite both files: only load registries you trust.
+:meth:`ModelRegistry.load` checks the artifact's size and sha256 against the manifest (against
+corruption and half-copied files) and loads those same bytes as a :mod:`detector.modelfile` file,
+which cannot run code even if someone rewrote it together with its manifest. Old pickle
+versions are refused by name.
 
 Examples
 --------
@@ -33,10 +35,7 @@ import hashlib
 import json
 import logging
 import os
-import pickle
-import re
 import secrets
-import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,10 +43,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from detector import modelfile
 from detector.manifest import (
+    ARTIFACT_NAME,
     ModelVersion,
     RegistryError,
     TimeLike,
+    artifact_problem,
     check_name,
     data_hash,
     library_mismatches,
@@ -56,9 +58,19 @@ from detector.manifest import (
     to_json,
     to_timestamp,
 )
+from detector.registry_hygiene import (
+    DEFAULT_KEEP,
+    STALE_STAGING_S,
+    VERSION_ID,
+    RegistryHygiene,
+    fsync_dir,
+    staged,
+)
 
 __all__ = [
     "ARTIFACT_NAME",
+    "DEFAULT_KEEP",
+    "STALE_STAGING_S",
     "Fingerprint",
     "LoadedModel",
     "ModelRegistry",
@@ -69,11 +81,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-ARTIFACT_NAME = "model.pkl"
 _MANIFEST = "manifest.json"
 _POINTER = "CURRENT"
-_STAGING = ".staging"
-_VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")  # 20260105T120000123456Z-a1b2c3
 
 # signal -> token that changes whenever a version is added or removed or the pointer is rewritten.
 Fingerprint = Mapping[str, str]
@@ -81,7 +90,7 @@ Fingerprint = Mapping[str, str]
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified, unpickled model and the version it came from."""
+    """A verified, loaded model and the version it came from."""
 
     version: ModelVersion
     model: Any
@@ -93,16 +102,6 @@ def _new_version_id() -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable; not every platform lets a folder be opened for this.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "xb") as fh:
         fh.write(data)
@@ -110,13 +109,14 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-class ModelRegistry:
+class ModelRegistry(RegistryHygiene):
     """Publish, list, verify, load and roll back model versions under ``root``.
 
     Parameters
     ----------
     root : Path
-        The registry folder; created on the first publish.
+        The registry folder; created on the first publish. Opening it removes stale staging
+        entries (:meth:`clean_staging`).
 
     Notes
     -----
@@ -126,6 +126,7 @@ class ModelRegistry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self.clean_staging()
 
     # -- writing ------------------------------------------------------------------------------
     def publish(
@@ -143,16 +144,17 @@ class ModelRegistry:
 
         ``training_start``/``training_end`` are datetimes, pandas Timestamps, ISO-8601 strings or
         unix seconds. ``params`` and ``evaluation`` must be JSON-serialisable (numpy scalars are
-        converted). Raises :class:`RegistryError` if the model cannot be pickled or a name is bad.
+        converted). Raises :class:`RegistryError` if :mod:`detector.modelfile` cannot store the
+        model or a name is bad.
         """
         check_name("signal", signal)
         start, end = to_timestamp(training_start), to_timestamp(training_end)
         if start > end:
             raise RegistryError(f"training_start {training_start} is after training_end")
         try:
-            blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # pickling can fail with almost any error type
-            raise RegistryError(f"cannot pickle {type(model).__name__}: {exc}") from exc
+            blob = modelfile.dumps(model)
+        except modelfile.ModelFileError as exc:
+            raise RegistryError(f"cannot store {type(model).__name__}: {exc}") from exc
         version_id = _new_version_id()
         version = ModelVersion(
             signal=signal,
@@ -173,20 +175,14 @@ class ModelRegistry:
             manifest = to_json(version.manifest()).encode()
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"params or evaluation of {signal!r}: {exc}") from exc
-        staging = self.root / _STAGING
-        staging.mkdir(parents=True, exist_ok=True)
-        tmp = staging / f"{signal}-{version_id}"
-        try:
-            tmp.mkdir()
+        self.clean_staging()
+        with staged(self.root, f"{signal}-{version_id}") as tmp:
             _write_file(tmp / ARTIFACT_NAME, blob)
             _write_file(tmp / _MANIFEST, manifest)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             (self.root / signal).mkdir(exist_ok=True)
             os.rename(tmp, version.path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _fsync_dir(self.root / signal)
+        fsync_dir(self.root / signal)
         # A new model supersedes any rollback: drop the pointer after the version is in place.
         with contextlib.suppress(FileNotFoundError):
             (self.root / signal / _POINTER).unlink()
@@ -196,8 +192,8 @@ class ModelRegistry:
     def rollback(self, signal: str, version: str | None = None) -> ModelVersion:
         """Serve an older version: the one before the current, or the named one.
 
-        The target's artifact is verified (size and checksum) first; the pointer is replaced
-        atomically. Returns the version that is now current.
+        The target's artifact is verified (format, size and checksum) first; the pointer is
+        replaced atomically. Returns the version that is now current.
         """
         listed = self.versions(signal)
         if not listed:
@@ -220,7 +216,7 @@ class ModelRegistry:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(pointer.parent)
+        fsync_dir(pointer.parent)
         _log.info("rolled %s back to %s", signal, target.version)
         return target
 
@@ -238,7 +234,7 @@ class ModelRegistry:
             return []
         out = []
         for path in sorted(folder.iterdir()):
-            if not (_VERSION.fullmatch(path.name) and path.is_dir()):
+            if not (VERSION_ID.fullmatch(path.name) and path.is_dir()):
                 continue
             try:
                 out.append(self._read(signal, path.name))
@@ -249,7 +245,7 @@ class ModelRegistry:
     def get(self, signal: str, version: str) -> ModelVersion:
         """One version by id; :class:`RegistryError` if it does not exist or its manifest is bad."""
         check_name("signal", signal)
-        if not _VERSION.fullmatch(version):
+        if not VERSION_ID.fullmatch(version):
             raise RegistryError(
                 f"invalid version id {version!r} (expected e.g. {_new_version_id()})"
             )
@@ -268,7 +264,7 @@ class ModelRegistry:
             _log.warning("ignoring unreadable rollback pointer %s: %s", pointer, exc)
             return None
         value = body.get("version") if isinstance(body, dict) else None
-        return value if isinstance(value, str) and _VERSION.fullmatch(value) else None
+        return value if isinstance(value, str) and VERSION_ID.fullmatch(value) else None
 
     def current(self, signal: str) -> ModelVersion | None:
         """The version to serve: the pinned one if it still exists, else the newest (or None)."""
@@ -282,9 +278,12 @@ class ModelRegistry:
         return listed[-1] if listed else None
 
     def verify(self, version: ModelVersion) -> bytes:
-        """The artifact's bytes after checking their size and sha256 against the manifest."""
+        """The artifact's bytes after checking its format, size and sha256 against the manifest."""
         path = version.artifact_path
         where = f"{version.signal}/{version.version}"
+        problem = artifact_problem(version)
+        if problem is not None:
+            raise RegistryError(problem)
         if path.is_symlink() or not path.is_file():
             raise RegistryError(f"{where}: artifact {version.artifact!r} is missing")
         blob = path.read_bytes()
@@ -296,34 +295,38 @@ class ModelRegistry:
         if digest != version.sha256:
             raise RegistryError(
                 f"{where}: artifact sha256 {digest[:12]}... does not match the manifest's "
-                f"{version.sha256[:12]}...; refusing to unpickle it"
+                f"{version.sha256[:12]}...; refusing to load it"
             )
         return blob
 
     def load(self, version: ModelVersion) -> LoadedModel:
-        """Verify and unpickle one version.
+        """Verify and load one version.
 
-        Raises :class:`RegistryError` (and unpickles nothing) when the artifact's size or sha256
-        differs from the manifest or a library differs by a major version (see
-        :func:`detector.manifest.library_mismatches`); minor library differences are logged and
-        listed in ``LoadedModel.warnings``.
+        Raises :class:`RegistryError` (and builds nothing) when the artifact is an old pickle,
+        its size or sha256 differs from the manifest, or a library differs by a major version
+        (see :func:`detector.manifest.library_mismatches`), and when :mod:`detector.modelfile`
+        refuses the file. Minor library differences are logged and listed in
+        ``LoadedModel.warnings``.
         """
         # The manifest is re-read rather than trusted from the caller's object.
         version = self.get(version.signal, version.version)
-        refuse, minor = library_mismatches(version.libraries, library_versions())
         where = f"{version.signal}/{version.version}"
+        problem = artifact_problem(version)  # before the libraries: an old pickle says refit
+        if problem is not None:
+            raise RegistryError(problem)
+        refuse, minor = library_mismatches(version.libraries, library_versions())
         if refuse:
             raise RegistryError(f"{where}: incompatible libraries: {'; '.join(refuse)}")
-        blob = self.verify(version)  # the very bytes hashed are the ones unpickled
+        blob = self.verify(version)  # the very bytes hashed are the ones loaded
         for line in minor:
             _log.warning("%s: library version differs: %s", where, line)
         try:
             with warnings.catch_warnings():
                 # scikit-learn warns on any version difference; the policy above decides instead.
                 warnings.simplefilter("ignore")
-                model = pickle.loads(blob)
-        except Exception as exc:
-            raise RegistryError(f"{where}: cannot unpickle the artifact: {exc}") from exc
+                model = modelfile.loads(blob)
+        except modelfile.ModelFileError as exc:
+            raise RegistryError(f"{where}: cannot load the artifact: {exc}") from exc
         return LoadedModel(version=version, model=model, warnings=tuple(minor))
 
     def load_current(self, signal: str) -> LoadedModel:

@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("signal", nargs="?", help="only this signal")
     _add_common(p)
     p.set_defaults(func=_run_list)
-    p = actions.add_parser("show", help="manifest of a version, with its checksum verified")
+    p = actions.add_parser(
+        "show", help="manifest of a version, with its artifact's format and checksum verified"
+    )
     p.add_argument("signal")
     p.add_argument("version", nargs="?", help="version id (default: the current one)")
     _add_common(p)
@@ -83,10 +85,13 @@ def _when(ts: float) -> str:
 
 
 def _summary(v: ModelVersion, current: bool) -> dict[str, object]:
+    from detector.manifest import artifact_problem
+
     return {
         "signal": v.signal,
         "version": v.version,
         "current": current,
+        "refused": artifact_problem(v),  # None, or why this llmwatch will not load it
         "created_at": _when(v.created_at),
         "training_start": _when(v.training_start),
         "training_end": _when(v.training_end),
@@ -119,7 +124,7 @@ def _run_list(args: argparse.Namespace) -> int:
     header = ("", "SIGNAL", "VERSION", "CREATED", "TRAINED ON", "BYTES")
     table = [
         (
-            "*" if r["current"] else "",
+            ("*" if r["current"] else "") + ("!" if r["refused"] else ""),
             r["signal"],
             r["version"],
             r["created_at"],
@@ -132,10 +137,13 @@ def _run_list(args: argparse.Namespace) -> int:
     for row in [header, *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print("(* = current)")
+    if any(r["refused"] for r in rows):
+        print("(! = refused: an artifact this llmwatch does not load; refit with llmwatch train)")
     return 0
 
 
 def _run_show(args: argparse.Namespace) -> int:
+    from detector.manifest import artifact_problem
     from detector.registry import RegistryError
 
     try:
@@ -149,22 +157,26 @@ def _run_show(args: argparse.Namespace) -> int:
         current = reg.current(args.signal)
     except RegistryError as exc:
         return _fail(args, str(exc))
-    problem = None
-    try:
-        reg.verify(version)
-    except RegistryError as exc:
-        problem = str(exc)
+    # A refused format is never loaded, so its checksum is skipped rather than reported "ok".
+    refused = artifact_problem(version)
+    problem, checksum = refused, "skipped" if refused else "ok"
+    if refused is None:
+        try:
+            reg.verify(version)
+        except RegistryError as exc:
+            problem, checksum = str(exc), "FAILED"
     manifest = version.manifest()
+    is_current = version == current
     if args.json:
-        manifest.update(
-            path=str(version.path), current=version == current, checksum=problem or "ok"
-        )
+        manifest.update(path=str(version.path), current=is_current, format=refused or "ok")
+        manifest["checksum"] = problem if checksum == "FAILED" else checksum
         print(json.dumps(manifest, indent=2))
     else:
-        print(f"{version.signal}/{version.version}{'  (current)' if version == current else ''}")
+        print(f"{version.signal}/{version.version}{'  (current)' if is_current else ''}")
         print(f"path: {version.path}")
         print(json.dumps(manifest, indent=2))
-        print(f"checksum: {'ok' if problem is None else 'FAILED'}")
+        print(f"format: {'REFUSED' if refused else 'ok'}")
+        print(f"checksum: {checksum}")
     if problem is not None:
         return _fail(args, problem)
     return 0

@@ -4,16 +4,24 @@ Fits run :func:`detector.model.train_signal` in an executor — by default one s
 long fit shares neither the interpreter lock nor any other lock with the scoring thread — and
 publish to the registry; the service then installs the published version. Safe to call from the
 scoring thread and from API threads (retrain requests) at once.
+
+A worker that dies (the out-of-memory killer, ``kill -9``) breaks its pool: the fits in flight
+report the failure, and the next fit starts a new worker. The worker in turn dies with the
+service: the kernel signals it when its parent goes, so no orphan holds the memory of a fit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import multiprocessing
+import os
+import signal
 import threading
 import uuid
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from detector.model import train_signal
@@ -22,7 +30,7 @@ from detector.signals import DetectorSettings
 from detector.source import Source
 from detector.status import RetrainUnavailable
 
-__all__ = ["FitResult", "FitScheduler"]
+__all__ = ["FitResult", "FitScheduler", "die_with_parent"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,12 +119,15 @@ class FitScheduler:
             for key in done:
                 del self._jobs[key]
         out = []
-        for (job, signal), future in done.items():
+        for (job, name), future in done.items():
             try:
-                out.append(FitResult(job, signal, future.result()))
+                out.append(FitResult(job, name, future.result()))
+            except BrokenProcessPool as exc:
+                _log.error("%s: fit job %s lost: the fit worker died (%s)", name, job, exc)
+                out.append(FitResult(job, name, None, f"the fit worker died: {exc}"))
             except Exception as exc:  # a fit can fail in many ways; the old model keeps serving
-                _log.error("%s: fit job %s failed: %s", signal, job, exc)
-                out.append(FitResult(job, signal, None, str(exc)))
+                _log.error("%s: fit job %s failed: %s", name, job, exc)
+                out.append(FitResult(job, name, None, str(exc)))
         return out
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -143,20 +154,47 @@ class FitScheduler:
     def _running(self, signal: str) -> bool:
         return any(name == signal for _, name in self._jobs)
 
-    def _submit(self, signal: str, now: float, job: str | None = None) -> str:
+    def _worker(self) -> Executor:
         if self._executor is None:
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=context, initializer=die_with_parent
+            )
+        return self._executor
+
+    def _submit(self, signal: str, now: float, job: str | None = None) -> str:
         job = job or uuid.uuid4().hex[:12]
-        future = self._executor.submit(
-            train_signal,
-            self.settings,
-            self.settings.signal(signal),
-            self.source,
-            self.registry,
-            end=now,
-        )
+        fit = (train_signal, self.settings, self.settings.signal(signal), self.source)
+        try:
+            future = self._worker().submit(*fit, self.registry, end=now)
+        except BrokenExecutor:
+            if not self._own_executor:
+                raise
+            # The worker died (killed, out of memory): its pool takes no more work.
+            _log.warning("starting a new fit worker in place of the one that died")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            future = self._worker().submit(*fit, self.registry, end=now)
         self._jobs[(job, signal)] = future
         self._next[signal] = math.inf  # until the job reports back
         _log.info("%s: fit job %s queued", signal, job)
         return job
+
+
+def die_with_parent() -> None:
+    """Make this (worker) process end when its parent does (Linux; elsewhere a no-op).
+
+    ``prctl(PR_SET_PDEATHSIG)`` has the kernel send SIGTERM at the parent's death, however it
+    dies; a parent already gone by the time this runs is checked for after the call.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed parent
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1

@@ -20,6 +20,7 @@ and those artefacts must not raise anomalies. An incident that outlasts them is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -31,11 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.cycle_health import CycleHealth
+from detector.event_log import RecordError
 from detector.exporter import RunStats
 from detector.history import EventStore
-from detector.model import SignalModel, registry_name
-from detector.registry import ModelRegistry, ModelVersion, RegistryError
+from detector.registry import ModelRegistry
 from detector.scheduler import FitScheduler
+from detector.service_models import ModelKeeper
 from detector.signals import DetectorSettings
 from detector.source import PrometheusSource, SeriesBatch, Source, SourceError
 from detector.status import ActiveAnomaly, ModelStatus, RetrainUnavailable, SeriesStatus
@@ -94,17 +97,31 @@ class DetectorService:
         self.clock = clock
         self.fits = FitScheduler(settings, self.source, self.registry, executor)
         self.trackers = {
-            s.name: SignalTracker(s, stale_after=settings.stale_after, buffer_span=_BUFFER_S)
+            s.name: SignalTracker(
+                s,
+                stale_after=settings.stale_after,
+                buffer_span=_BUFFER_S,
+                max_series=settings.max_series,
+            )
             for s in settings.signals
         }
         self._order = settings.scoring_order()
-        self._fingerprint: dict[str, str] = {}
-        self._refused: set[str] = set()
         self._failures: Counter[str] = Counter()
         self._retry_at: dict[str, float] = {}
         self._settle_until: dict[str, float] = {}
         self._errors: Counter[str] = Counter()
-        self._last_error = ""
+        self.cycles = CycleHealth()
+        self.keeper = ModelKeeper(
+            settings=settings,
+            source=self.source,
+            registry=self.registry,
+            fits=self.fits,
+            trackers=self.trackers,
+            cycles=self.cycles,
+            owned=self._owned,
+        )
+        self._unreachable = False
+        self._pruned_at = -math.inf
         self._snapshot = _Snapshot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,7 +137,6 @@ class DetectorService:
         for event in self.store.open_events():
             opened.setdefault(event.signal, []).append(event)
         now = self.clock()
-        self._fingerprint = dict(self.registry.fingerprint())
         for name, tracker in self.trackers.items():
             # Where the previous run's recording reached: replayed rows before it add nothing.
             recent = self.store.query(
@@ -128,14 +144,7 @@ class DetectorService:
             )
             marks = [max(e.updated, e.end or e.updated) for e in recent.items]
             tracker.resume(opened.get(name, []), max(marks, default=-math.inf))
-            try:
-                loaded = self.registry.load_current(registry_name(name, self.shard))
-            except RegistryError as exc:
-                _log.info("%s: no model yet (%s); fitting one", name, exc)
-                self.fits.set_next(name, now)
-                continue
-            self._install(tracker, loaded.model, loaded.version, now)
-            self.fits.set_next(name, loaded.version.created_at + self.settings.retrain_interval)
+        self.keeper.load_current(now)
 
     def start(self) -> None:
         """Prepare, then run cycles every ``interval`` on a background thread."""
@@ -167,49 +176,97 @@ class DetectorService:
 
     # -- one cycle ----------------------------------------------------------------------------
     def run_cycle(self) -> None:
-        """Install finished fits and newer registry versions, pull, score, record, publish."""
+        """Install finished fits and newer registry versions, pull, score, record, publish.
+
+        A stage that fails for one signal is logged, counted and reported by ``/health`` until
+        it works again (:mod:`detector.cycle_health`); the other signals go on.
+        """
         self.prepare()
         began = time.perf_counter()
         now = self.clock()
-        self._collect_jobs(now)
-        self._watch_registry(now)
-        self._schedule_fits(now)
+        self.keeper.collect_jobs(now)
+        self.keeper.watch_registry(now)
+        self.keeper.schedule_fits(now)
+        self._prune(now)
         all_ok, down = True, False
         for name in self._order:
             tracker = self.trackers[name]
-            if down or now < self._retry_at.get(name, -math.inf):
+            batch = None if down else self._pull(tracker, now)
+            if batch is None:
                 tracker.mark_failed()
-                all_ok = False
+                all_ok, down = False, down or self._unreachable
                 continue
-            start = self._pull_start(tracker, now)
-            try:
-                batch = self.source.fetch(tracker.signal, start, now)
-            except SourceError as exc:
-                _log.warning("%s", exc)
-                self._errors[name] += 1
-                self._failures[name] += 1
-                delay = self.settings.interval * 2 ** (self._failures[name] - 1)
-                self._retry_at[name] = now + min(delay, max(_MAX_BACKOFF_S, self.settings.interval))
-                tracker.mark_failed()
-                all_ok, down, self._last_error = False, exc.unreachable, str(exc)
-                continue
-            self._failures.pop(name, None)
-            self._retry_at.pop(name, None)
-            if tracker.failing and self.settings.recovery_settle > 0:
-                self._settle_until[name] = now + self.settings.recovery_settle
-            batch = self._settled(name, batch)
             den = tracker.signal.denominator
             rates = self.trackers[den].buffer if den is not None else None
-            tracker.ingest(self._owned(name, batch), now, self.store, rates)
+            try:
+                tracker.ingest(self._owned(name, batch), now, self.store, rates)
+            except RecordError as exc:  # the rows stay queued; the next cycle writes them first
+                _log.error("%s", exc)
+                self.cycles.fail("record", name, str(exc))
+                continue
+            except Exception as exc:  # one signal's bug must not blind the others
+                _log.exception("%s: scoring failed", name)
+                tracker.mark_failed()
+                self.cycles.fail("score", name, f"{type(exc).__name__}: {exc}")
+                continue
+            self.cycles.succeed("score", name)
+            self.cycles.succeed("record", name)
         stats = RunStats(
             last_run=self.clock(),
             duration=time.perf_counter() - began,
             up=all_ok,
             query_errors=dict(self._errors),
+            cycle_errors=dict(self.cycles.errors),
+            invalid_points={n: t.invalid_points for n, t in self.trackers.items()},
+            refused_series={n: t.refused for n, t in self.trackers.items()},
         )
-        if all_ok:
-            self._last_error = ""
-        self._publish(stats, self._last_error)
+        try:
+            self._publish(stats)
+        except Exception as exc:  # readers keep the last snapshot; /health says why
+            _log.exception("publishing the cycle's state failed")
+            self.cycles.fail("publish", "", f"{type(exc).__name__}: {exc}")
+            self._snapshot = dataclasses.replace(
+                self._snapshot, health=(False, "; ".join(self.cycles.problems()))
+            )
+        else:
+            self.cycles.succeed("publish", "")
+
+    def _pull(self, tracker: SignalTracker, now: float) -> SeriesBatch | None:
+        """New rows of one signal, or None (the failure counted, backed off, reported)."""
+        name = tracker.signal.name
+        self._unreachable = False
+        if now < self._retry_at.get(name, -math.inf):
+            return None
+        try:
+            batch = self.source.fetch(tracker.signal, self._pull_start(tracker, now), now)
+        except SourceError as exc:
+            _log.warning("%s", exc)
+            self._errors[name] += 1
+            self._failures[name] += 1
+            delay = self.settings.interval * 2 ** (self._failures[name] - 1)
+            self._retry_at[name] = now + min(delay, max(_MAX_BACKOFF_S, self.settings.interval))
+            self.cycles.fail("pull", name, f"{exc} (retrying with backoff)")
+            self._unreachable = exc.unreachable
+            return None
+        self.cycles.succeed("pull", name)
+        self._failures.pop(name, None)
+        self._retry_at.pop(name, None)
+        if tracker.failing and self.settings.recovery_settle > 0:
+            self._settle_until[name] = now + self.settings.recovery_settle
+        return self._settled(name, batch)
+
+    def _prune(self, now: float) -> None:
+        """Once an hour, forget events older than ``history_retention``."""
+        if now < self._pruned_at + 3600.0:
+            return
+        self._pruned_at = now
+        try:
+            removed = self.store.prune(ended_before=now - self.settings.history_retention)
+        except Exception as exc:  # the next hour tries again; recording is what matters
+            _log.warning("pruning the event history failed: %s", exc)
+            return
+        if removed:
+            _log.info("removed %d events older than the history retention", removed)
 
     def _settled(self, name: str, batch: SeriesBatch) -> SeriesBatch:
         """``batch`` with the rows of an outage and of its settling time blanked."""
@@ -241,103 +298,20 @@ class DetectorService:
         return SeriesBatch(batch.frame[keep], {k: batch.labels[k] for k in keep})
 
     # -- models -------------------------------------------------------------------------------
-    def _install(
-        self, tracker: SignalTracker, model: object, version: ModelVersion, now: float
-    ) -> bool:
-        name = tracker.signal.name
-        if not isinstance(model, SignalModel) or model.signal != name:
-            _log.error(
-                "refusing %s/%s: not a model of signal %r", version.signal, version.version, name
-            )
-            self._refused.add(version.version)
-            return False
-        older = None
-        start = tracker.catch_up_start(model)
-        if start is not None:
-            try:
-                first = max(start, now - self.settings.max_backfill)
-                older = self._owned(name, self.source.fetch(tracker.signal, first, now)).frame
-            except SourceError as exc:
-                _log.warning("%s: catching the new model up failed: %s", name, exc)
-        tracker.install(model, version.version, version.created_at, older)
-        _log.info("%s: serving model %s (%d series)", name, version.version, len(model.columns))
-        return True
-
-    def _watch_registry(self, now: float) -> None:
-        # One listing, compared and kept: a version added meanwhile shows up next cycle.
-        latest = dict(self.registry.fingerprint())
-        changed = {
-            k
-            for k in latest.keys() | self._fingerprint.keys()
-            if latest.get(k) != self._fingerprint.get(k)
-        }
-        self._fingerprint = latest
-        if not changed:
-            return
-        for name, tracker in self.trackers.items():
-            folder = registry_name(name, self.shard)
-            if folder not in changed:
-                continue
-            current = self.registry.current(folder)
-            if current is None or current.version in (tracker.version, *self._refused):
-                continue
-            try:
-                loaded = self.registry.load(current)
-            except RegistryError as exc:
-                _log.error(
-                    "refusing %s/%s, keeping %s: %s", folder, current.version, tracker.version, exc
-                )
-                self._refused.add(current.version)
-                continue
-            self._install(tracker, loaded.model, loaded.version, now)
-
-    def _collect_jobs(self, now: float) -> None:
-        for result in self.fits.collect():
-            tracker, version = self.trackers[result.signal], result.version
-            if version is None:
-                self.fits.set_next(result.signal, now + self._young_delay(tracker, now))
-                continue
-            self.fits.set_next(result.signal, now + self.settings.retrain_interval)
-            if version.version == tracker.version:
-                continue
-            try:
-                loaded = self.registry.load(version)
-            except RegistryError as exc:
-                _log.error("refusing the model just fitted for %s: %s", result.signal, exc)
-                self._refused.add(version.version)
-                continue
-            self._install(tracker, loaded.model, loaded.version, now)
-
-    def _young_delay(self, tracker: SignalTracker, now: float) -> float:
-        # Like the backtest: while history is short, refit whenever it has about doubled.
-        firsts = [s.first_seen for s in tracker.series.values()]
-        age = now - min(firsts) if firsts else 0.0
-        return min(self.settings.retrain_interval, max(10 * self.settings.interval, age))
-
-    def _schedule_fits(self, now: float) -> None:
-        # Series the model does not cover yet bring the next fit forward, as history doubles.
-        earliest = {
-            name: (t.created_at or now) + self._young_delay(t, now)
-            for name, t in self.trackers.items()
-            if t.model is not None and t.untrained()
-        }
-        self.fits.submit_due(now, earliest)
-
     # -- snapshot for readers -----------------------------------------------------------------
-    def _publish(self, stats: RunStats, reason: str) -> None:
-        series = {name: t.statuses() for name, t in self.trackers.items()}
+    def _publish(self, stats: RunStats) -> None:
+        span = self.settings.min_train_span
+        series = {
+            name: t.statuses(min_span=span, next_fit=self.fits.next_fit(name))
+            for name, t in self.trackers.items()
+        }
         active = [a for t in self.trackers.values() for a in t.active()]
         active.sort(key=lambda a: a.score, reverse=True)
         models = [self._model_status(t) for t in self.trackers.values()]
-        missing = [n for n, t in self.trackers.items() if t.series and t.model is None]
-        if not stats.up:
-            health = (False, f"querying the source fails (retrying with backoff): {reason}")
-        elif not any(t.model is not None for t in self.trackers.values()):
-            health = (False, "no model loaded yet")
-        elif missing:
-            health = (False, f"no model loaded for {', '.join(missing)}")
-        else:
-            health = (True, "ok")
+        health = self.cycles.verdict(
+            models_missing=[n for n, t in self.trackers.items() if t.series and t.model is None],
+            any_model=any(t.model is not None for t in self.trackers.values()),
+        )
         self._snapshot = _Snapshot(series, active, models, stats, health)
 
     @staticmethod

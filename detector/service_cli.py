@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 9105)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--reset-history",
+        action="store_true",
+        help="if the event history is unreadable, move it aside and begin a new one",
+    )
     p.set_defaults(func=_run_detect)
 
     p = sub.add_parser(
@@ -64,12 +69,18 @@ def _settings(args: argparse.Namespace, **extra: object):  # -> DetectorSettings
 def _run_detect(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from detector.history import check_history
     from detector.server import create_app
 
     settings = _settings(args, host=args.host, port=args.port)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    aside = check_history(settings.history_db, reset=args.reset_history)
+    if aside is not None:
+        logging.getLogger(__name__).warning(
+            "the event history was unreadable: moved to %s; beginning a new one", aside
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,

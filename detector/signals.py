@@ -235,6 +235,13 @@ class DetectorSettings(BaseSettings):
     # missing: a restarted Prometheus evaluates rules before its first scrape, and rate windows
     # straddle its gap, so those values are artefacts (the recording rules' window; 0: off).
     recovery_settle: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 60.0
+    # Series tracked per signal at most (memory, /metrics and the API stay bounded); more are
+    # refused with a warning and counted in llmwatch_series_refused.
+    max_series: int = Field(10_000, ge=1, le=10_000_000)
+    # Closed events older than this are removed from the history, once an hour.
+    history_retention: Duration = 90 * DAY_S
+    # Model versions kept per signal after each fit (the current one and a pinned one always).
+    model_versions_kept: int = Field(10, ge=1, le=10_000)
     registry_root: Path = Path("models")
     history_db: Path = Path("var/detector/history.sqlite")
     api_token: SecretStr | None = None

@@ -165,6 +165,8 @@ class PrometheusSource:
                 end_time=datetime.fromtimestamp(end, tz=UTC),
                 step=str(int(signal.step)),
             )
+        except requests.JSONDecodeError:  # a 200 that is not JSON: an HTML error page, a proxy
+            raise SourceError(f"{signal.name}: malformed answer (not JSON)") from None
         except requests.RequestException as exc:
             # With retries off, urllib3 reports a read timeout as a connection error.
             if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
@@ -174,20 +176,42 @@ class PrometheusSource:
             raise SourceError(f"{signal.name}: {why}", unreachable=True) from None
         except PrometheusApiClientException as exc:
             raise SourceError(f"{signal.name}: query refused: {_short(str(exc))}") from None
-        except ValueError as exc:  # a 200 whose body is not the expected JSON
-            raise SourceError(f"{signal.name}: unreadable answer ({exc})") from None
-        out = []
-        for item in result or []:
-            values = item.get("values") or []
-            if not values:
-                continue
-            arr = np.asarray(values, dtype=object)
-            t = arr[:, 0].astype(np.float64)
-            # Prometheus writes NaN and +Inf/-Inf as strings; float() reads them all.
-            v = np.array([float(x) for x in arr[:, 1]], dtype=np.float64)
-            keep = (t >= start) & (t <= end)
-            out.append((dict(item.get("metric") or {}), t[keep], v[keep]))
-        return out
+        except (KeyError, TypeError, ValueError) as exc:  # JSON, but not a query result
+            raise SourceError(f"{signal.name}: malformed answer ({_what(exc)})") from None
+        try:
+            return _series(result, start, end)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise SourceError(f"{signal.name}: malformed answer ({_what(exc)})") from None
+
+
+def _series(
+    result: object, start: float, end: float
+) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """The ``(labels, times, values)`` of a range query's result; raises on a malformed one."""
+    if not isinstance(result, list):
+        raise TypeError(f"result is a {type(result).__name__}, not a list of series")
+    out = []
+    for item in result:
+        values = item.get("values") or []
+        if not values:
+            continue
+        arr = np.asarray(values, dtype=object)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"values of shape {arr.shape}, not [time, value] pairs")
+        t = arr[:, 0].astype(np.float64)
+        # Prometheus writes NaN and +Inf/-Inf as strings; float() reads them all.
+        v = np.array([float(x) for x in arr[:, 1]], dtype=np.float64)
+        keep = (t >= start) & (t <= end)
+        metric = item.get("metric") or {}
+        out.append(({str(k): str(x) for k, x in metric.items()}, t[keep], v[keep]))
+    return out
+
+
+def _what(exc: Exception) -> str:
+    """A malformed answer's defect in a few words."""
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    return _short(f"{type(exc).__name__}: {exc}")
 
 
 def _cause(exc: Exception) -> str:

@@ -32,6 +32,9 @@ class SeriesStatus:
     # Highest score of the series' open event (its onset's, as scores are held during it);
     # None while no event is open.
     event_peak: float | None = None
+    # A series without a model: what it waits for (history, a fit) and when one is expected.
+    waiting_for: str | None = None
+    ready_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from detector.attribution import BatchAttribution
 from detector.ensemble import JOINT
+from detector.event_log import EventLog, ScoredRows
 from detector.model import SignalModel, denominator_trials
 from detector.signals import SignalSettings
 from detector.source import SeriesBatch, series_key
@@ -53,21 +54,6 @@ class _Series:
     event: Event | None = None
 
 
-@dataclass
-class _Rows:
-    """One scored batch as arrays, columns in the model's order."""
-
-    t: np.ndarray
-    actual: np.ndarray
-    expected: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    score: np.ndarray
-    anomalous: np.ndarray
-    families: dict[str, np.ndarray]
-    attribution: BatchAttribution | None = None
-
-
 class SignalTracker:
     """Series, model, recent values and open events of one signal.
 
@@ -79,12 +65,24 @@ class SignalTracker:
         Seconds without a value after which a series is dropped (its event closed).
     buffer_span : float
         Seconds of recent rows kept, so that a model fitted elsewhere can catch up on them.
+    max_series : int
+        Series tracked at most; new ones beyond it are refused (counted in ``refused``).
     """
 
-    def __init__(self, signal: SignalSettings, *, stale_after: float, buffer_span: float) -> None:
+    def __init__(
+        self,
+        signal: SignalSettings,
+        *,
+        stale_after: float,
+        buffer_span: float,
+        max_series: int = 10_000,
+    ) -> None:
         self.signal = signal
         self.stale_after = stale_after
         self.buffer_span = buffer_span
+        self.max_series = max_series
+        self.refused = 0  # series seen in the last pull but not tracked: over ``max_series``
+        self.invalid_points = 0  # infinite values taken as missing, since the start
         self.model: SignalModel | None = None
         self.version: str | None = None
         self.created_at: float | None = None
@@ -93,9 +91,7 @@ class SignalTracker:
         self.series: dict[str, _Series] = {}
         self.buffer = pd.DataFrame(index=pd.DatetimeIndex([], name="timestamp"))
         self._resumed: dict[str, Event] = {}
-        # Rows up to here had their events recorded already (by a previous run): after a
-        # restart the model replays them to rebuild its state, but records nothing twice.
-        self.recorded_until = -math.inf
+        self.log = EventLog(signal.name, enter=signal.thresholds.enter)
 
     # -- events carried over a restart ----------------------------------------------------------
     def resume(self, events: list[Event], recorded_until: float) -> None:
@@ -106,7 +102,7 @@ class SignalTracker:
         """
         for event in events:
             self._resumed[series_key(event.labels)] = event
-        self.recorded_until = recorded_until
+        self.log.recorded_until = recorded_until
 
     # -- models -------------------------------------------------------------------------------
     def install(
@@ -158,7 +154,7 @@ class SignalTracker:
 
         ``rates`` are the recent rows of the signal's denominator (a request rate), for a ratio.
         """
-        frame = batch.frame
+        frame = self._admitted(batch.frame)
         self.failing = False
         t = seconds(frame.index) if frame.shape[0] else np.zeros(0)
         # First and last finite row of every column at once: a loop over columns with pandas
@@ -185,10 +181,37 @@ class SignalTracker:
                 self.model.seen_until, unit="s"
             ):
                 fresh = frame[t > self.model.seen_until]
-                self._score(fresh, store, rates)
+                self._score(fresh, rates)
             self._unmodelled(frame)
         self.last_ts = end
+        # Events are written once scoring is done: a failed write leaves the rows queued
+        # (raising RecordError), and the next cycle writes them before anything newer.
+        self.log.flush(store, self.series)
         self._drop_silent(end, store)
+
+    def _admitted(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The series this tracker may keep (``max_series``), with infinite values blanked."""
+        new = [k for k in frame.columns if k not in self.series]
+        room = max(self.max_series - len(self.series), 0)
+        refused = new[room:]
+        if refused and not self.refused:
+            _log.warning(
+                "%s: %d series over the cap of %d (max_series) are not tracked, e.g. %s",
+                self.signal.name,
+                len(refused),
+                self.max_series,
+                refused[0],
+            )
+        self.refused = len(refused)
+        if refused:
+            frame = frame.drop(columns=refused)
+        values = frame.to_numpy(dtype=np.float64)
+        infinite = np.isinf(values)
+        if infinite.any():
+            # A value beyond float range (or Prometheus' +Inf) is no measurement: missing.
+            self.invalid_points += int(infinite.sum())
+            frame = frame.mask(infinite)
+        return frame
 
     def _remember(self, frame: pd.DataFrame) -> None:
         buffer = pd.concat([self.buffer, frame]) if self.buffer.shape[0] else frame.copy()
@@ -196,9 +219,7 @@ class SignalTracker:
         cut = buffer.index[-1] - pd.Timedelta(seconds=self.buffer_span)
         self.buffer = buffer[buffer.index > cut]
 
-    def _score(
-        self, frame: pd.DataFrame, store: EventStore | None, rates: pd.DataFrame | None
-    ) -> None:
+    def _score(self, frame: pd.DataFrame, rates: pd.DataFrame | None) -> None:
         model = self.model
         if model is None:
             return
@@ -215,7 +236,8 @@ class SignalTracker:
                 families[family] = np.repeat(joint[:, None], len(model.columns), axis=1)
             else:
                 families[family] = det.xs(family, axis=1, level=1)[model.columns].to_numpy()
-        rows = _Rows(
+        rows = ScoredRows(
+            columns=list(model.columns),
             t=seconds(frame.index),
             actual=x.to_numpy(),
             # The ensemble's outputs come in its own column order, which is the model's.
@@ -225,9 +247,9 @@ class SignalTracker:
             score=res.signal_scores.to_numpy(),
             anomalous=res.signal_anomalous.to_numpy(),
             families=families,
+            version=self.version,
             attribution=attribution,
         )
-        k0 = int(np.searchsorted(rows.t, self.recorded_until, side="right"))
         finite = np.isfinite(rows.actual)
         has = finite.any(axis=0)
         last = rows.t.size - 1 - np.argmax(finite[::-1], axis=0)
@@ -245,56 +267,7 @@ class SignalTracker:
                 state.score = float(rows.score[r, j])
                 state.detector_scores = {f: float(a[r, j]) for f, a in rows.families.items()}
             state.anomalous = bool(rows.anomalous[-1, j])
-            if store is None or k0 == rows.t.size:
-                continue
-            if state.event is not None or rows.anomalous[k0:, j].any():
-                self._events(store, state, rows, j, k0)
-        self.recorded_until = max(self.recorded_until, float(rows.t[-1]))
-
-    def _events(self, store: EventStore, state: _Series, rows: _Rows, j: int, k0: int) -> None:
-        on = rows.anomalous[k0:, j].astype(bool)
-        # Runs of consecutive anomalous rows: [starts[k], stops[k]).
-        edges = np.diff(np.r_[0, on.astype(np.int8), 0])
-        starts, stops = np.flatnonzero(edges == 1) + k0, np.flatnonzero(edges == -1) + k0
-        if state.event is not None and (starts.size == 0 or starts[0] > k0):
-            store.close_event(state.event.id, at=float(rows.t[k0]))
-            state.event = None
-        forest = rows.families.get("iforest")
-        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            marks = {a, a + int(np.argmax(rows.score[a:b, j])), b - 1}
-            if forest is not None:
-                # The forest's own peak too, so that its explanation is recorded where it is
-                # clearest (the series' score does not include the joint forest's).
-                top = a + int(np.argmax(forest[a:b, j]))
-                if forest[top, j] >= self.signal.thresholds.enter:
-                    marks.add(top)
-            for r in sorted(marks):
-                point = self._point(rows, r, j)
-                if state.event is None:
-                    state.event = store.open_event(
-                        signal=self.signal.name, labels=state.labels, **point
-                    )
-                else:
-                    state.event = store.update_event(state.event.id, **point)
-            if b < rows.t.size:
-                store.close_event(state.event.id, at=float(rows.t[b]))
-                state.event = None
-
-    def _point(self, rows: _Rows, r: int, j: int) -> dict:
-        enter = self.signal.thresholds.enter
-        fired = [f for f, a in rows.families.items() if a[r, j] >= enter]
-        explain = "iforest" in fired and rows.attribution is not None
-        return {
-            "at": float(rows.t[r]),
-            "score": float(rows.score[r, j]),
-            "actual": _num(rows.actual[r, j]),
-            "expected": _num(rows.expected[r, j]),
-            "lower": _num(rows.lower[r, j]),
-            "upper": _num(rows.upper[r, j]),
-            "detectors": fired,
-            "contributions": rows.attribution.at(r) if explain else None,
-            "model_version": self.version,
-        }
+        self.log.add(rows)
 
     def _unmodelled(self, frame: pd.DataFrame) -> None:
         # Series the model does not cover yet (new, or too young to fit) still show their value.
@@ -313,9 +286,11 @@ class SignalTracker:
 
     def _drop_silent(self, now: float, store: EventStore | None) -> None:
         for key in [k for k, s in self.series.items() if now - s.last_seen > self.stale_after]:
-            state = self.series.pop(key)
+            state = self.series[key]
             if state.event is not None and store is not None:
+                # A failed close raises: the series stays, and the next cycle closes it.
                 store.close_event(state.event.id, at=state.last_seen + self.signal.step)
+            del self.series[key]
             _log.info(
                 "%s %s: no value for %.0f s, dropped", self.signal.name, key, now - state.last_seen
             )
@@ -325,8 +300,12 @@ class SignalTracker:
         self.failing = True
 
     # -- reading ------------------------------------------------------------------------------
-    def statuses(self) -> list[SeriesStatus]:
-        """Latest status of every series."""
+    def statuses(self, *, min_span: float = 0.0, next_fit: float = 0.0) -> list[SeriesStatus]:
+        """Latest status of every series.
+
+        A series the model does not cover says what it waits for: ``min_span`` seconds of
+        history, then the fit due at ``next_fit`` (unix seconds).
+        """
         version = self.version
         covered = set(self.model.columns) if self.model is not None else set()
         return [
@@ -344,6 +323,7 @@ class SignalTracker:
                 stale=self.failing,
                 model_version=version if key in covered else None,
                 event_peak=None if s.event is None else max(s.event.peak_score, s.score),
+                **({} if key in covered else _waiting(s, min_span, next_fit)),
             )
             for key, s in self.series.items()
         ]
@@ -378,3 +358,27 @@ class SignalTracker:
         """Series seen that the model does not cover."""
         covered = set(self.model.columns) if self.model is not None else set()
         return sum(1 for k in self.series if k not in covered)
+
+
+def _waiting(series: _Series, min_span: float, next_fit: float) -> dict[str, object]:
+    """Why a series has no model yet, and when one is expected."""
+    have = series.last_seen - series.first_seen if math.isfinite(series.last_seen) else 0.0
+    ready = series.first_seen + min_span
+    if have < min_span:
+        why = f"history: {_duration(have)} of {_duration(min_span)}"
+    else:
+        why = "the next fit: the history suffices"
+    due = ready if not math.isfinite(next_fit) else max(ready, next_fit)
+    return {"waiting_for": why, "ready_at": due}
+
+
+def _duration(seconds: float) -> str:
+    """A few seconds to days, in the unit that reads best.
+
+    >>> _duration(200.0), _duration(7200.0), _duration(2 * 86400.0)
+    ('3 min', '2 h', '2 d')
+    """
+    for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.signal import lfilter
@@ -39,6 +39,7 @@ class Tracks:
         return cls(nan, nan.copy(), zeros, np.zeros(n), np.zeros(n), zeros.copy())
 
 
+_STATE = tuple(f.name for f in fields(Tracks))
 _HALFLIVES = np.array([0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
 
 
@@ -78,14 +79,19 @@ def track_levels(
     ``accept_points`` such residuals on one side, lasting at least ``accept_s`` seconds, becomes
     the new level. A missing value leaves its tracker waiting (its row gets NaN). ``st`` is
     updated in place, so blocks of rows in turn give what one call over all of them gives.
+    Raises :class:`ValueError` when the shapes of the arguments and of ``st`` do not match.
     """
+    t = np.ascontiguousarray(t, dtype=np.float64)
     d = np.ascontiguousarray(d, dtype=np.float64)
+    lim = np.ascontiguousarray(lim, dtype=np.float64)
+    halflife = np.asarray(halflife, dtype=np.float64)
+    _check_shapes(t, d, lim, st, halflife)
     out = np.empty(d.shape)
     _compiled()(
-        np.ascontiguousarray(t, dtype=np.float64),
+        t,
         d,
-        np.ascontiguousarray(lim, dtype=np.float64),
-        -math.log(2.0) / np.asarray(halflife, dtype=np.float64),
+        lim,
+        -math.log(2.0) / halflife,
         st.level,
         st.last_t,
         st.run_sign,
@@ -97,6 +103,27 @@ def track_levels(
         out,
     )
     return out
+
+
+def _check_shapes(
+    t: np.ndarray, d: np.ndarray, lim: np.ndarray, st: Tracks, halflife: np.ndarray
+) -> None:
+    # The compiled loop indexes without bounds checks, and ``st``, ``halflife`` and the scale in
+    # ``lim`` come from a model file, which a crafted one could fill with arrays of any length:
+    # a mismatch must stop here rather than read or write past an array.
+    if d.ndim != 2:
+        raise ValueError(f"d must be 2-D (rows, signals), got shape {d.shape}")
+    rows, n = d.shape
+    if t.shape != (rows,):
+        raise ValueError(f"t has shape {t.shape}; d has {rows} rows")
+    if lim.shape != d.shape:
+        raise ValueError(f"lim has shape {lim.shape}; d has shape {d.shape}")
+    named = [("halflife", halflife), *((f"Tracks.{k}", getattr(st, k)) for k in _STATE)]
+    for name, array in named:
+        if type(array) is not np.ndarray:
+            raise ValueError(f"{name} is a {type(array).__name__}, not an array")
+        if array.shape != (n,):
+            raise ValueError(f"{name} has shape {array.shape}; d has {n} columns")
 
 
 @functools.cache

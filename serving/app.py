@@ -1,9 +1,10 @@
 """The serving app factory: an OpenAI-compatible FastAPI app around any engine.
 
 ``create_app(settings, engine)`` builds metrics, fault injector, quality checks and the
-request service; the lifespan starts the engine in the background (``/health`` answers 503 until
-it is ready, so probes and scrapes work while a model loads), starts the fault schedule and the
-GPU poller, and on shutdown stops them and closes the engine.
+request service, and refuses request bodies over ``settings.max_body_bytes`` (413, before they
+are parsed: :mod:`serving.api.limits`); the lifespan starts the engine in the background
+(``/health`` answers 503 until it is ready, so probes and scrapes work while a model loads),
+starts the fault schedule and the GPU poller, and on shutdown stops them and closes the engine.
 
 Engines that register metrics in prometheus_client's global registry (vLLM's ``vllm:*``) are
 exported on the same ``/metrics`` by passing ``extra_registries=[prometheus_client.REGISTRY]``;
@@ -20,10 +21,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Scope
 
 from serving.api import admin, openai, system
 from serving.api.deps import ServingState
-from serving.api.errors import install_error_handlers
+from serving.api.errors import GENERATION_PATHS, install_error_handlers
+from serving.api.limits import BodyLimit
 from serving.config import ServingSettings
 from serving.engines.base import Engine
 from serving.fault_spec import load_schedule
@@ -133,6 +136,13 @@ def create_app(
     )
     app.state.serving = state
     install_error_handlers(app)
+
+    def body_refused(scope: Scope) -> None:
+        # A generation request is counted whatever refuses it (every request once).
+        if scope["path"] in GENERATION_PATHS:
+            metrics.count("rejected")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=body_refused)
     app.include_router(openai.router)
     app.include_router(system.router)
     app.include_router(admin.router)

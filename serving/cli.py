@@ -30,6 +30,7 @@ _FIELDS = {
     "max_running": "max_running",
     "max_queue": "max_queue",
     "request_timeout": "request_timeout_s",
+    "max_body_bytes": "max_body_bytes",
     "gpu_memory_utilization": "gpu_memory_utilization",
     "tensor_parallel_size": "tensor_parallel_size",
     "enforce_eager": "enforce_eager",
@@ -62,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-running", type=int, help="sequences generating at once")
     p.add_argument("--max-queue", type=int, help="requests waiting beyond --max-running; more: 429")
     p.add_argument("--request-timeout", type=float, metavar="SECONDS", help="504 after this")
+    p.add_argument(
+        "--max-body-bytes", type=int, metavar="BYTES", help="413 above this (default 1 MiB)"
+    )
     p.add_argument("--gpu-memory-utilization", type=float, help="vllm: share of GPU memory")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per model")
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, help="vllm")

@@ -58,6 +58,11 @@ class ServingSettings(BaseSettings):
     max_queue: int = Field(64, ge=0)  # admitted requests waiting beyond max_running; more: 429
     request_timeout_s: float = Field(120.0, gt=0)
     default_max_tokens: int = Field(256, ge=1)
+    # Request bodies over this are refused with 413 before they are read: a body is held and
+    # parsed whole, on the event loop. 1 MiB holds a full 32k-token context even as JSON-escaped
+    # non-Latin text (~9 bytes a token), or a 128k-token English one, plus a schema. At least
+    # 1 KiB: less would refuse ordinary requests (surely a unit mistake).
+    max_body_bytes: int = Field(1_048_576, ge=1024)
 
     # vLLM engine flags (read by serving.engines.vllm)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -21,6 +21,7 @@ import functools
 import itertools
 import json
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,12 +29,19 @@ from typing import Any, Literal
 import numpy as np
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 from numpy.lib.stride_tricks import as_strided
 
 from serving.engines.base import GenerationRequest
+from serving.json_schema import compile_schema
 
-__all__ = ["QualityChecker", "QualityResult", "detect_loop", "extract_json", "json_error"]
+__all__ = [
+    "JsonCheck",
+    "QualityChecker",
+    "QualityResult",
+    "detect_loop",
+    "extract_json",
+    "json_error",
+]
 
 FinishLabel = Literal["stop", "length", "loop"]
 
@@ -67,15 +75,24 @@ def json_error(
     'expected a JSON object, got list'
     >>> json_error('{"a": 1')
     "not JSON: Expecting ',' delimiter at position 7"
+    >>> json_error("[" * 100_000 + "]" * 100_000)
+    'not JSON: nested too deeply to parse'
     """
+    # Parsing and validating recurse per nesting level, and a model's output can nest thousands
+    # deep: a verdict, not a crash of the request.
     try:
         value: Any = json.loads(extract_json(text))
     except json.JSONDecodeError as exc:
         return f"not JSON: {exc.msg} at position {exc.pos}"
+    except RecursionError:
+        return "not JSON: nested too deeply to parse"
     if require_object and not isinstance(value, dict):
         return f"expected a JSON object, got {type(value).__name__}"
     if validator is not None:
-        error = jsonschema_exceptions.best_match(validator.iter_errors(value))
+        try:
+            error = jsonschema_exceptions.best_match(validator.iter_errors(value))
+        except RecursionError:
+            return "does not match the schema: nested too deeply to check"
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             return f"does not match the schema at {where}: {error.message}"
@@ -141,6 +158,14 @@ class QualityResult:
         return self.json_problem is None
 
 
+@dataclass(frozen=True)
+class JsonCheck:
+    """What the JSON check of one request needs, decided once when it is admitted."""
+
+    asked: bool  # the request asked for JSON (response format or prompt convention)
+    validator: Validator | None = None  # its schema's, when it has one
+
+
 class QualityChecker:
     """Applies the checks with the configured JSON prompt convention and loop parameters."""
 
@@ -158,18 +183,23 @@ class QualityChecker:
         self.loop_min_words = loop_min_words
         self._pattern = re.compile(json_prompt_pattern) if json_prompt_pattern else None
         self._validators: dict[str, Validator] = {}
+        self._lock = threading.Lock()  # json_check runs in worker threads too
 
     def validator(self, schema: dict[str, Any]) -> Validator:
-        """A cached validator for ``schema``; raises ``jsonschema.SchemaError`` when invalid."""
+        """A cached validator for ``schema``.
+
+        Raises :class:`~serving.json_schema.SchemaRefused` when the schema is invalid or refers
+        outside itself. Checking a large schema takes seconds: call it off the event loop when
+        the schema may be new.
+        """
         key = json.dumps(schema, sort_keys=True)
         found = self._validators.get(key)
         if found is None:
-            cls = validator_for(schema)
-            cls.check_schema(schema)
-            found = cls(schema)
-            if len(self._validators) >= _SCHEMA_CACHE_SIZE:
-                self._validators.pop(next(iter(self._validators)))
-            self._validators[key] = found
+            found = compile_schema(schema)
+            with self._lock:
+                if len(self._validators) >= _SCHEMA_CACHE_SIZE:
+                    self._validators.pop(next(iter(self._validators)))
+                self._validators[key] = found
         return found
 
     def asks_for_json(self, request: GenerationRequest) -> bool:
@@ -186,18 +216,31 @@ class QualityChecker:
         candidates = [m for m in messages if m.get("role") in ("system", "developer")] + users[-1:]
         return any(self._pattern.search(str(m.get("content") or "")) for m in candidates)
 
+    def json_check(self, request: GenerationRequest) -> JsonCheck:
+        """The JSON check ``request`` needs; raises ``SchemaRefused`` for an unusable schema.
+
+        Searches the prompt and may compile the schema: milliseconds to seconds on large ones.
+        """
+        schema = request.json_schema
+        validator = self.validator(schema) if schema is not None else None
+        return JsonCheck(asked=self.asks_for_json(request), validator=validator)
+
     def evaluate(
-        self, request: GenerationRequest, text: str, finish_reason: str | None
+        self,
+        request: GenerationRequest,
+        text: str,
+        finish_reason: str | None,
+        check: JsonCheck | None = None,
     ) -> QualityResult:
-        """Check the full ``text`` of a completed generation of ``request``."""
-        asked = self.asks_for_json(request)
+        """Check the full ``text`` of a completed generation of ``request``.
+
+        ``check``: the request's :meth:`json_check`, when the caller has it already.
+        """
+        check = self.json_check(request) if check is None else check
         problem = None
-        if asked:
-            schema = request.json_schema
+        if check.asked:
             problem = json_error(
-                text,
-                require_object=request.json_object,
-                validator=self.validator(schema) if schema is not None else None,
+                text, require_object=request.json_object, validator=check.validator
             )
         looped = detect_loop(
             text,
@@ -208,4 +251,4 @@ class QualityChecker:
         finish: FinishLabel = (
             "loop" if looped else "length" if finish_reason == "length" else "stop"
         )
-        return QualityResult(asked_json=asked, json_problem=problem, finish=finish)
+        return QualityResult(asked_json=check.asked, json_problem=problem, finish=finish)

@@ -5,8 +5,9 @@ The HTTP layer calls :meth:`InferenceService.admit` and then iterates
 ``<prefix>_requests_total{status}``:
 
 =================== ========================================================================
-``rejected``        refused before generation: invalid request (400), prompt too long for the
-                    context (400), queue full (429), engine not ready (503)
+``rejected``        refused before generation: invalid request (400), body over the size limit
+                    (413), prompt too long for the context (400), queue full (429), engine not
+                    ready (503)
 ``success``         generation completed (and the JSON check, when JSON was asked, passed)
 ``json_parse_error`` generation completed, JSON was asked, the answer is not valid JSON
 ``error``           the engine failed, or an ``errors`` fault was injected (500)
@@ -29,9 +30,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from jsonschema.exceptions import SchemaError
-
 from serving.engines.base import (
+    OFF_LOOP_TEXT_SIZE,
     Engine,
     EngineError,
     GenerationChunk,
@@ -39,8 +39,9 @@ from serving.engines.base import (
     PromptTooLong,
 )
 from serving.faults import FaultInjector
+from serving.json_schema import SchemaRefused
 from serving.metrics import ServingMetrics, Status
-from serving.quality import QualityChecker, QualityResult
+from serving.quality import JsonCheck, QualityChecker, QualityResult
 
 __all__ = ["GenerationFailed", "GenerationTimeout", "InferenceService", "Rejected", "Ticket"]
 
@@ -98,13 +99,18 @@ class Ticket:
 
     request: GenerationRequest
     prompt_tokens: int
-    wants_json: bool
+    json_check: JsonCheck
     started: float  # loop time of admission
     deadline: float
     quality: QualityResult | None = None  # set when the generation completed
     finish_reason: str | None = None  # the engine's (stop or length)
     output_tokens: int = 0
     done: bool = False
+
+    @property
+    def wants_json(self) -> bool:
+        """Whether the request asked for JSON."""
+        return self.json_check.asked
 
 
 class InferenceService:
@@ -156,10 +162,16 @@ class InferenceService:
         self.metrics.count("rejected")
         return Rejected(status_code, message, **details)
 
-    def admit(self, request: GenerationRequest, *, max_tokens: int | None) -> Ticket:
+    def _inspect(self, request: GenerationRequest) -> tuple[JsonCheck, int]:
+        # The schema first: a refused one costs no tokenisation.
+        return self.quality.json_check(request), self.engine.count_prompt_tokens(request)
+
+    async def admit(self, request: GenerationRequest, *, max_tokens: int | None) -> Ticket:
         """Validate ``request`` against the engine and the queue; raises :class:`Rejected`.
 
         ``max_tokens`` None takes the default, capped by the context left after the prompt.
+        A long prompt is tokenised, and a schema checked (seconds for a large one), in a worker
+        thread.
         """
         if not self.engine.ready():
             raise self.reject(503, "the engine is not ready yet", code="engine_not_ready")
@@ -170,14 +182,13 @@ class InferenceService:
                 f"max_tokens ({max_tokens}) exceeds the context length ({limit})",
                 param="max_tokens",
             )
-        if request.json_schema is not None:
-            try:
-                self.quality.validator(request.json_schema)
-            except SchemaError as exc:
-                raise self.reject(
-                    400, f"invalid JSON schema: {exc.message}", param="response_format"
-                ) from None
-        prompt_tokens = self.engine.count_prompt_tokens(request)
+        try:
+            if request.json_schema is not None or request.text_size() > OFF_LOOP_TEXT_SIZE:
+                json_check, prompt_tokens = await asyncio.to_thread(self._inspect, request)
+            else:
+                json_check, prompt_tokens = self._inspect(request)
+        except SchemaRefused as exc:
+            raise self.reject(400, str(exc), param="response_format") from None
         room = limit - prompt_tokens
         if max_tokens is None:
             max_tokens = min(self.default_max_tokens, room)
@@ -201,7 +212,7 @@ class InferenceService:
         return Ticket(
             request=dataclasses.replace(request, max_tokens=max_tokens),
             prompt_tokens=prompt_tokens,
-            wants_json=self.quality.asks_for_json(request),
+            json_check=json_check,
             started=started,
             deadline=started + self.timeout_s,
         )
@@ -304,7 +315,9 @@ class InferenceService:
         end: float,
     ) -> None:
         metrics = self.metrics
-        quality = self.quality.evaluate(ticket.request, text, last and last.finish_reason)
+        quality = self.quality.evaluate(
+            ticket.request, text, last and last.finish_reason, ticket.json_check
+        )
         output_tokens = last.output_tokens if last else 0
         ticket.quality = quality
         ticket.finish_reason = (last and last.finish_reason) or "stop"

@@ -92,6 +92,8 @@ def series_public(s: SeriesStatus) -> SeriesPublic:
         anomalous=s.anomalous,
         stale=s.stale,
         model_version=s.model_version,
+        waiting_for=s.waiting_for,
+        ready_at=utc(s.ready_at),
     )
 
 

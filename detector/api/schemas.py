@@ -120,6 +120,9 @@ class SeriesPublic(_Public):
     anomalous: bool
     stale: bool
     model_version: str | None
+    # Without a model: what the series waits for and when a model is expected.
+    waiting_for: str | None = None
+    ready_at: datetime | None = None
 
 
 class SignalPublic(_Public):
@@ -128,8 +131,13 @@ class SignalPublic(_Public):
 
 
 class SignalsPublic(_Public):
+    """A page of every signal's series, in configuration order (``series_total`` in all)."""
+
     data: list[SignalPublic]
     count: int
+    series_total: int
+    limit: int
+    offset: int
 
 
 class ModelPublic(_Public):

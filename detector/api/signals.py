@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from detector.api.convert import series_public
 from detector.api.deps import ViewDep
@@ -16,14 +16,21 @@ router = APIRouter(prefix="/api/v1/signals", tags=["signals"])
 
 
 @router.get("", response_model=SignalsPublic, summary="Signals and their latest points")
-def read_signals(view: ViewDep) -> SignalsPublic:
+def read_signals(
+    view: ViewDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="series in this page")] = 1_000,
+    offset: Annotated[int, Query(ge=0, description="series skipped before this page")] = 0,
+) -> SignalsPublic:
     """Every configured signal, in configuration order: last value, expected, band and score of
-    each series."""
+    each series, a page of ``limit`` series from ``offset`` (a fleet has thousands)."""
+    every = view.series()
     by_signal: dict[str, list[SeriesPublic]] = {name: [] for name in view.signal_names()}
-    for s in view.series():
+    for s in every[offset : offset + limit]:
         by_signal.setdefault(s.signal, []).append(series_public(s))
     items = [SignalPublic(name=name, series=series) for name, series in by_signal.items()]
-    return SignalsPublic(data=items, count=len(items))
+    return SignalsPublic(
+        data=items, count=len(items), series_total=len(every), limit=limit, offset=offset
+    )
 
 
 @router.get(

@@ -158,10 +158,12 @@ class CountColumns:
         inferred = phase_lookup(self.trials, DAY_S, t).T
         given = np.full(inferred.shape, np.nan) if trials is None else trials.copy()
         found = self.source >= 0
-        if found.any():
-            rate = values[:, self.source[found]] * self.step_s
-            given[:, found] = np.where(np.isfinite(given[:, found]), given[:, found], rate)
-        given = given / self.dispersion
+        # An absurd rate (1e308 requests/s) overflows: no trials known for that row.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if found.any():
+                rate = values[:, self.source[found]] * self.step_s
+                given[:, found] = np.where(np.isfinite(given[:, found]), given[:, found], rate)
+            given = given / self.dispersion
         return np.where(np.isfinite(given) & (given > 0), given, inferred)
 
 

@@ -321,8 +321,9 @@ class SeasonalBaseline(BaseDetector):
         if ratio.size:
             given = self._trials(frame.reindex(columns=self.signals_), trials)
             n = counts.effective_trials(t, raw, None if given is None else given[:, ratio])
-            sd = np.sqrt(np.maximum(counts.mean, counts.floor) * (1.0 - counts.mean) / n)
-            s[:, ratio] = np.maximum(sd, _MIN_CLIP_EVENTS / n / self.clip)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                sd = np.sqrt(np.maximum(counts.mean, counts.floor) * (1.0 - counts.mean) / n)
+                s[:, ratio] = np.maximum(sd, _MIN_CLIP_EVENTS / n / self.clip)
             s_slow[:, ratio] = s[:, ratio]
         level = track_levels(t, d, self.clip * s, fast, models.halflife, points, 0.0)
         hl = np.maximum(models.halflife, self.slow_halflife)
@@ -337,7 +338,8 @@ class SeasonalBaseline(BaseDetector):
         means = np.full(d.shape, np.nan)
         if ratio.size:
             s_slow[:, ratio] = sd
-            events[:, ratio] = x[:, ratio] * n
+            with np.errstate(over="ignore", invalid="ignore"):
+                events[:, ratio] = x[:, ratio] * n
             means[:, ratio] = n * np.maximum(slow_level[:, ratio], counts.floor)
             # Counts are scored against the slow expectation only: a fast tracker of a few
             # events per step settles on whatever the last quiet steps held (0 after a burst).

@@ -177,7 +177,9 @@ class SustainedShift(BaseDetector):
         # the expectation, not one spike (which the point family reports) in a quiet window.
         clipped = np.clip(np.where(present, u, 0.0), -self.clip, self.clip)
         sums = [csum(clipped), csum(present.astype(np.float64))]
-        sums += [csum(np.where(ratio, events, 0.0)), csum(np.where(ratio, means, 0.0))]
+        # Counts are bounded for the running totals as residuals are (an absurd rate x step).
+        seen, expected = (np.clip(np.where(ratio, c, 0.0), 0.0, 1e12) for c in (events, means))
+        sums += [csum(seen), csum(expected)]
         sums.append(csum(ratio.astype(np.float64)))
         end = np.arange(full.shape[0] - rows_new, full.shape[0]) + 1
         sizes = [*self.rows_.tolist(), self.recent_rows_]

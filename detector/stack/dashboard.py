@@ -48,7 +48,7 @@ SIGNAL_DISPLAY: dict[str, SignalDisplay] = {
     "latency_p99_seconds": SignalDisplay("Latency P99", "s"),
     "ttft_p95_seconds": SignalDisplay("Time to first token P95", "s"),
     "requests_per_second": SignalDisplay("Requests per second", "reqps"),
-    "error_ratio": SignalDisplay("Error ratio (error, timeout, rejected)", "percentunit"),
+    "error_ratio": SignalDisplay("Error ratio (error, timeout)", "percentunit"),
     "json_error_ratio": SignalDisplay("Invalid JSON ratio", "percentunit"),
     "gpu_memory_used_mb": SignalDisplay("GPU memory used", "decmbytes", "actual GPU {{device}}"),
     "output_tokens_per_request": SignalDisplay("Output tokens per request", "none"),
@@ -145,7 +145,7 @@ def _serving_panels() -> list[dict[str, Any]]:
         _timeseries(
             "Error ratios",
             [
-                _target("llmwatch:error_ratio", "failed (error, timeout, rejected)", "A"),
+                _target("llmwatch:error_ratio", "failed (error, timeout)", "A"),
                 _target("llmwatch:json_error_ratio", "invalid JSON", "B"),
             ],
             "percentunit",

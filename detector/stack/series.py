@@ -56,6 +56,9 @@ DETECTOR_SERIES: frozenset[str] = frozenset(
         "last_run_timestamp_seconds",
         "run_duration_seconds",
         "query_errors_total",
+        "cycle_errors_total",
+        "invalid_points_total",
+        "series_refused",
         "up",
     )
 )

@@ -1,12 +1,18 @@
 """``/admin/faults``: list, add and end injected faults (loopback clients, bearer token).
 
-A client that is not on a loopback address gets 403; with ``admin_token`` set, a request without
-``Authorization: Bearer <token>`` (or with a wrong one) gets 401. An empty token (allowed only
-when the server binds a loopback address) skips the token check.
+A request whose ``Host`` is not ``127.0.0.1``, ``localhost``, ``[::1]`` or the bind host (any
+port) gets 400, as from Starlette's ``TrustedHostMiddleware``: a web page the operator opens could
+otherwise reach the API through DNS rebinding (its own name resolving to 127.0.0.1), from a
+loopback client address and without a token when none is set. A client that is not on a loopback
+address gets 403; with ``admin_token`` set, a request without ``Authorization: Bearer <token>``
+(or with a wrong one) gets 401. An empty token (allowed only when the server binds a loopback
+address) skips the token check.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 import time
 from typing import Any
@@ -17,11 +23,48 @@ from serving.api.deps import StateDep
 from serving.config import is_loopback
 from serving.fault_spec import FaultSpec
 
-__all__ = ["require_admin", "router"]
+__all__ = ["admin_hosts", "host_name", "require_admin", "router"]
+
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# A Host header: a bracketed IPv6 address or a name, then an optional port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::[0-9]*)?")
+
+
+def host_name(header: str) -> str | None:
+    """The host part of a ``Host`` header, lower-cased, without the port; None when malformed.
+
+    >>> host_name("LocalHost:8080"), host_name("[::1]:80"), host_name("attacker.example")
+    ('localhost', '[::1]', 'attacker.example')
+    >>> host_name("a:b:c") is None, host_name("") is None
+    (True, True)
+    """
+    match = _HOST.fullmatch(header.strip().lower())
+    return match.group(1) if match else None
+
+
+def admin_hosts(bind_host: str) -> frozenset[str]:
+    """The ``Host`` names the admin API answers: loopback names and the bind host.
+
+    >>> sorted(admin_hosts("::1")), "[fe80::1]" in admin_hosts("FE80::1")
+    (['127.0.0.1', '[::1]', 'localhost'], True)
+    """
+    try:
+        address = ipaddress.ip_address(bind_host)
+    except ValueError:
+        return _LOOPBACK_NAMES | {bind_host.lower()}
+    return _LOOPBACK_NAMES | {f"[{address}]" if address.version == 6 else str(address)}
 
 
 async def require_admin(request: Request, state: StateDep) -> None:
-    """Refuse non-loopback clients (403) and missing or wrong bearer tokens (401)."""
+    """Refuse foreign ``Host`` names (400), non-loopback clients (403), bad tokens (401)."""
+    given = request.headers.get("host", "")
+    allowed = admin_hosts(state.settings.host)
+    if host_name(given) not in allowed:
+        raise HTTPException(
+            400,
+            f"the admin API answers requests addressed to {', '.join(sorted(allowed))} (any "
+            f"port) only, not to Host {given!r} (protection against DNS rebinding)",
+        )
     host = request.client.host if request.client else ""
     if not is_loopback(host):
         raise HTTPException(403, "the admin API answers loopback clients only")

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.api.limits import BodyTooLarge
 from serving.api.responses import error_body
 from serving.service import GenerationFailed, GenerationTimeout, Rejected
 
@@ -31,6 +32,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
     499: "client_closed_request",
     503: "service_unavailable",
@@ -91,10 +93,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _failed(request: Request, exc: GenerationFailed) -> JSONResponse:
         return error_response(500, str(exc), code="generation_failed")
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = getattr(exc, "headers", None)
-        return error_response(exc.status_code, str(exc.detail), headers=headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and request.url.path in GENERATION_PATHS:
+            # FastAPI's refusal of a body it could not parse (invalid JSON comes as a validation
+            # error): a refused generation request like any other.
+            request.app.state.serving.service.metrics.count("rejected")
+            if isinstance(exc.__cause__, RecursionError):
+                message = "the request body nests too deeply to parse"
+        return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

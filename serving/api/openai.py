@@ -69,7 +69,7 @@ async def _generate(
     shape: ResponseShape,
 ) -> Response | EventStreamResponse:
     service = state.service
-    ticket = service.admit(body.generation(shape.id), max_tokens=body.requested_max_tokens())
+    ticket = await service.admit(body.generation(shape.id), max_tokens=body.requested_max_tokens())
     chunks = service.stream(ticket)
     try:
         async with cancel_on_disconnect(request.receive):

@@ -10,9 +10,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Engine", "EngineError", "GenerationChunk", "GenerationRequest", "PromptTooLong"]
+__all__ = [
+    "OFF_LOOP_TEXT_SIZE",
+    "Engine",
+    "EngineError",
+    "GenerationChunk",
+    "GenerationRequest",
+    "PromptTooLong",
+]
 
 FinishReason = Literal["stop", "length"]
+
+# Requests whose prompt is longer than this (characters, see GenerationRequest.text_size) are
+# tokenised in a worker thread: a megabyte takes tens of milliseconds, an event-loop stall.
+# Shorter ones stay on the loop: under a millisecond, not worth a thread of the shared pool.
+OFF_LOOP_TEXT_SIZE = 16_384
 
 
 class EngineError(RuntimeError):
@@ -44,6 +56,17 @@ class GenerationRequest:
     json_object: bool = False
     json_schema: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def text_size(self) -> int:
+        """Characters of the prompt, or of all message contents: what tokenising reads.
+
+        >>> messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]
+        >>> GenerationRequest(request_id="r", messages=messages).text_size()
+        2
+        """
+        if self.messages is None:
+            return len(self.prompt or "")
+        return sum(len(str(m.get("content") or "")) for m in self.messages)
 
 
 @dataclass(frozen=True, kw_only=True)

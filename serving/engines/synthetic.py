@@ -8,10 +8,12 @@ Timing model (all times divided by ``speed``):
 - each further token takes ``tpot_s * (1 + batch_slowdown * (running - 1))``, so decoding slows
   down as the batch grows.
 
-The text comes from :mod:`serving.engines.synthetic_text` and depends only on ``seed`` and the
-request (prompt or messages, request seed, JSON constraints): the same request gives the same
-answer. JSON requests get JSON (matching simple schemas); prose answers are about
-``mean_output_tokens`` long and, for a ``loop_share`` of requests, degenerate into a loop.
+The text comes from :mod:`serving.engines.synthetic_text` and
+:mod:`serving.engines.synthetic_json` and depends only on ``seed`` and the request (prompt or
+messages, request seed, JSON constraints): the same request gives the same answer. JSON requests
+get JSON (matching simple schemas, built no further than ``max_tokens``); prose answers are about
+``mean_output_tokens`` long and, for a ``loop_share`` of requests, degenerate into a loop. Long
+prompts and schema answers are prepared in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from serving.config import DEFAULT_JSON_PROMPT_PATTERN
-from serving.engines.base import EngineError, GenerationChunk, GenerationRequest, PromptTooLong
+from serving.engines.base import (
+    OFF_LOOP_TEXT_SIZE,
+    EngineError,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    PromptTooLong,
+)
+from serving.engines.synthetic_json import json_answer
 from serving.engines.synthetic_text import (
-    answer_text,
     count_tokens,
+    prose,
     render_chat,
     request_rng,
     split_tokens,
@@ -167,7 +177,7 @@ class SyntheticEngine:
         """Word pieces of the prompt (chat messages rendered with the template first)."""
         return count_tokens(self._prompt(request) or "")
 
-    def _answer(self, request: GenerationRequest) -> tuple[list[str], str]:
+    def _answer(self, request: GenerationRequest) -> tuple[list[str], FinishReason]:
         rng = request_rng(
             self.seed,
             request.prompt,
@@ -178,19 +188,30 @@ class SyntheticEngine:
         )
         target = max(1, round(rng.lognormvariate(math.log(self.mean_output_tokens), 0.5)))
         loop = rng.random() < self.loop_share
-        text = answer_text(
-            rng,
-            # An instruction-following model: JSON asked for in words is answered in JSON too.
-            json_object=request.json_object or self._json_in_words.asks_for_json(request),
-            json_schema=request.json_schema,
-            target_tokens=target,
-            loop_tokens=request.max_tokens if loop else None,
-        )
+        # An instruction-following model: JSON asked for in words is answered in JSON too.
+        if request.json_object or self._json_in_words.asks_for_json(request):
+            # Past max_tokens by the longest stop sequence: one that starts before the limit is
+            # then found as in the whole answer.
+            longest_stop = max(map(len, request.stop), default=0)
+            schema = request.json_schema
+            text = json_answer(rng, schema=schema, max_tokens=request.max_tokens + longest_stop)
+        else:
+            text = prose(rng, target, loop_tokens=request.max_tokens if loop else None)
         cut = min((i for i in (text.find(s) for s in request.stop if s) if i >= 0), default=-1)
         pieces = split_tokens(text[:cut] if cut >= 0 else text)
         if len(pieces) > request.max_tokens:
             return pieces[: request.max_tokens], "length"
         return pieces, "stop"
+
+    def _prepare(self, request: GenerationRequest) -> tuple[int, list[str], FinishReason]:
+        """Prompt tokens, answer pieces and finish reason; raises :class:`PromptTooLong`."""
+        prompt_tokens = self.count_prompt_tokens(request)
+        if prompt_tokens + request.max_tokens > self.max_model_len:
+            raise PromptTooLong(
+                f"prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                f"the context length ({self.max_model_len})"
+            )
+        return (prompt_tokens, *self._answer(request))
 
     async def _wait(self, sequence: _Sequence, delay_s: float) -> None:
         if not math.isfinite(self.speed):
@@ -206,15 +227,12 @@ class SyntheticEngine:
         """Stream the answer token by token; raises :class:`EngineError` when aborted."""
         if not self._ready or self._slots is None:
             raise EngineError("engine is not started")
-        prompt_tokens = self.count_prompt_tokens(request)
-        if prompt_tokens + request.max_tokens > self.max_model_len:
-            raise PromptTooLong(
-                f"prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) exceeds "
-                f"the context length ({self.max_model_len})"
-            )
+        if request.json_schema is not None or request.text_size() > OFF_LOOP_TEXT_SIZE:
+            prompt_tokens, pieces, finish = await asyncio.to_thread(self._prepare, request)
+        else:
+            prompt_tokens, pieces, finish = self._prepare(request)
         if request.request_id in self._sequences:
             raise EngineError(f"request id {request.request_id!r} is already running")
-        pieces, finish = self._answer(request)
         sequence = _Sequence(due=asyncio.get_running_loop().time())
         self._sequences[request.request_id] = sequence
         try:

@@ -230,6 +230,7 @@ def test_signals(client: TestClient) -> None:
     assert first["anomalous"] and first["detector_scores"]["seasonal"] == 0.99
     assert rps["series"][0]["actual"] is None and rps["series"][0]["stale"]  # NaN -> null
     assert gpu["series"] == []
+    assert (body["series_total"], body["limit"], body["offset"]) == (3, 1000, 0)
     one = client.get("/api/v1/signals/rps")
     assert one.status_code == 200 and one.json()["name"] == "rps"
     missing = client.get("/api/v1/signals/nope")
@@ -344,3 +345,12 @@ def test_generated_requests_never_fail_on_the_server(case) -> None:
             response_schema_conformance,
         ],
     )
+
+
+def test_signals_are_paged_over_their_series(client: TestClient) -> None:
+    body = client.get("/api/v1/signals", params={"limit": 1, "offset": 1}).json()
+    assert body["series_total"] == 3 and (body["limit"], body["offset"]) == (1, 1)
+    latency = body["data"][0]
+    assert [s["labels"] for s in latency["series"]] == [{"model": "llama"}]
+    assert [len(s["series"]) for s in body["data"]] == [1, 0, 0]
+    assert client.get("/api/v1/signals", params={"limit": 0}).status_code == 422

@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support.backtest_cli import error_line, nab_rows, run_ok, write_csv, write_text
 
-from detector.cli import build_parser, main
-from detector.evaluation.runner import available_cores
-from detector.scenarios import corpus_files
+from detector.cli import main
 
 OUTPUT_COLUMNS = ["timestamp", "anomaly_score", "anomalous", "value_score"]
 N_ROWS = 2 * 288 + 30  # a little over two days of 5-minute points: models get fitted
-
-
-def nab_rows(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    idx = pd.date_range("2026-01-05", periods=n, freq="5min")
-    values = 20 + 5 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.5, n)
-    values[-10] = 80.0  # one obvious spike once models exist
-    return pd.DataFrame({"timestamp": idx.strftime("%Y-%m-%d %H:%M:%S"), "value": values})
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    frame.to_csv(path, index=False)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def run_ok(args: list[str]) -> None:
-    assert main(["backtest", *args, "--refit-every", "12h"]) == 0
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("llmwatch backtest: error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +201,116 @@ def test_unparseable_timestamp(tmp_path: Path, capsys) -> None:
     assert "'yesterday'" in line and "row 2" in line
 
 
+def refused(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """Back-test ``src``: exit 1, one error line naming the file, and no output written."""
+    out = tmp_path / "o.csv"
+    assert main(["backtest", str(src), "--out", str(out), "--refit-every", "12h"]) == 1
+    assert not out.exists()
+    line = error_line(capsys)
+    assert str(src) in line
+    return line
+
+
+def warning_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("llmwatch backtest: warning: ")
+    return lines[0]
+
+
+def test_one_duplicated_timestamp_is_scored_once(tmp_path: Path, capsys) -> None:
+    rows, k = nab_rows(N_ROWS), 585  # row k, once models exist, is written twice
+    later = rows.iloc[[k]].assign(value=80.0)  # a correction that is a spike
+    src = write_csv(
+        tmp_path / "dup_one.csv", pd.concat([rows.iloc[: k + 1], later, rows.iloc[k + 1 :]])
+    )
+    out, merged = tmp_path / "out.csv", tmp_path / "merged_out.csv"
+    run_ok([str(src), "--out", str(out)])
+    line = warning_line(capsys)
+    assert str(src) in line and "1 row repeats" in line
+    assert (
+        f"{rows['timestamp'].iloc[k]!r} on data row {k + 2}, the instant of data row {k + 1}"
+        in line
+    )
+    deduplicated = pd.concat([rows.iloc[:k], later, rows.iloc[k + 1 :]])
+    run_ok([str(write_csv(tmp_path / "merged.csv", deduplicated)), "--out", str(merged)])
+    got = pd.read_csv(out, dtype={"timestamp": str})
+    want = pd.read_csv(merged, dtype={"timestamp": str})
+    assert len(got) == N_ROWS + 1  # one output row per input row
+    assert got.iloc[k].tolist() == got.iloc[k + 1].tolist()  # same instant, same scores
+    assert got["anomaly_score"].iloc[k] > 0.9  # the later row's value was scored
+    # Scored as if the later row alone had been there.
+    pd.testing.assert_frame_equal(
+        got.drop(index=k + 1).reset_index(drop=True), want, check_exact=False, atol=1e-9
+    )
+
+
+def test_appended_exports_are_scored_once_without_a_traceback(tmp_path: Path, capsys) -> None:
+    rows = nab_rows(N_ROWS)
+    again = rows.assign(value=rows["value"] + 0.01)
+    again.loc[N_ROWS - 10, "value"] = again.loc[N_ROWS - 11, "value"]  # the spike corrected
+    src = write_csv(tmp_path / "dup_all.csv", pd.concat([rows, again]))
+    out, alone = tmp_path / "out.csv", tmp_path / "alone.csv"
+    run_ok([str(src), "--out", str(out)])
+    line = warning_line(capsys)
+    assert f"{N_ROWS} rows repeat" in line
+    assert f"on data row {N_ROWS + 1}, the instant of data row 1" in line
+    run_ok([str(write_csv(tmp_path / "again.csv", again)), "--out", str(alone)])
+    got = pd.read_csv(out, dtype={"timestamp": str})
+    want = pd.read_csv(alone, dtype={"timestamp": str})
+    assert got["timestamp"].tolist() == [t for t in rows["timestamp"] for _ in range(2)]
+    # The later export wins: each input row has the score its instant has in that export alone.
+    pd.testing.assert_frame_equal(
+        got, want.loc[want.index.repeat(2)].reset_index(drop=True), check_exact=False, atol=1e-9
+    )
+    assert got["anomaly_score"].iloc[-20:].max() < 0.5  # the first export's spike is gone
+
+
+@pytest.mark.parametrize(
+    ("stamp", "needle"),
+    [("inf", "outside"), ("1e20", "outside"), ("-1", "outside"), ("abc", "unparseable")],
+)
+def test_bad_unix_timestamp_names_file_value_and_row(
+    tmp_path: Path, capsys, stamp: str, needle: str
+) -> None:
+    text = f"timestamp,value\n1767571200,1\n{stamp},2\n1767571320,3\n"
+    line = refused(write_text(tmp_path / "stamps.csv", text), tmp_path, capsys)
+    assert f"timestamp {stamp!r} on data row 2" in line and needle in line
+
+
+@pytest.mark.parametrize("stamp", ["1969-12-31 23:59:59", "2200-01-01 00:00:00"])
+def test_absurd_iso_timestamp_is_refused(tmp_path: Path, capsys, stamp: str) -> None:
+    text = f"timestamp,value\n2026-01-05 00:00:00,1\n2026-01-05 00:05:00,2\n{stamp},3\n"
+    line = refused(write_text(tmp_path / "far.csv", text), tmp_path, capsys)
+    assert f"{stamp!r} on data row 3 is outside 1970-01-01 to 2200-01-01" in line
+
+
+def test_infinite_values_are_scored_as_gaps(tmp_path: Path) -> None:
+    rows = nab_rows(N_ROWS).astype({"value": object})
+    rows.iloc[[100, 350, 351], rows.columns.get_loc("value")] = ["inf", "-inf", "+Inf"]
+    src = write_csv(tmp_path / "inf.csv", rows)
+    out = tmp_path / "inf_scores.csv"
+    run_ok([str(src), "--out", str(out)])
+    got = pd.read_csv(out, dtype={"timestamp": str})
+    assert got["timestamp"].tolist() == rows["timestamp"].tolist()
+    scores = got[["anomaly_score", "value_score"]].to_numpy()
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    assert got["anomalous"].iloc[350:360].sum() == 0  # a gap, not an anomaly
+    assert got["anomaly_score"].iloc[-10] > 0.9  # the spike is still found
+
+
+def test_an_all_empty_column_scores_zero(tmp_path: Path) -> None:
+    rows = nab_rows(N_ROWS).assign(silent="")
+    src = write_csv(tmp_path / "silent.csv", rows)
+    out = tmp_path / "silent_scores.csv"
+    run_ok([str(src), "--out", str(out)])
+    got = pd.read_csv(out)
+    assert len(got) == N_ROWS
+    assert (got["silent_score"] == 0).all()
+    assert got["anomaly_score"].iloc[-10] > 0.9  # the other signal is still scored
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [("", "empty"), ("timestamp,value\n", "no data rows"), ("timestamp\n1\n", "no signal")],
@@ -291,64 +369,3 @@ def test_out_or_out_dir_is_required(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["backtest", str(src)])
     assert exc.value.code == 2
-
-
-# -- scenarios ------------------------------------------------------------------------------
-
-
-def test_scenarios_writes_csvs_and_labels(tmp_path: Path, capsys) -> None:
-    target = tmp_path / "scenarios"
-    kinds = ["error_burst", "quiet_week"]
-    args = ["scenarios", str(target), "--seed", "1", *(f"--kind={k}" for k in kinds)]
-    assert main(args) == 0
-    printed = json.loads(capsys.readouterr().out)
-    labels_path = Path(printed["labels"])
-    assert labels_path == target / "labels.json"
-    labels = json.loads(labels_path.read_text())
-    stems = list(corpus_files(kinds))
-    assert sorted(labels) == sorted(f"{stem}.csv" for stem in stems)
-    assert len(stems) == 6  # two strengths and two steps of bursts, the quiet week at both steps
-    for stem in stems:
-        path = target / f"{stem}.csv"
-        assert path.is_file()
-        for start, end in labels[f"{stem}.csv"]:
-            assert pd.Timestamp(start) < pd.Timestamp(end)
-    header = (target / f"{stems[0]}.csv").read_text().splitlines()[0]
-    assert header.startswith("timestamp,")
-    assert main(["scenarios", str(target), "--kind", "nope"]) == 1
-
-
-def test_backtest_takes_denominators_and_names_a_missing_signal(tmp_path: Path, capsys) -> None:
-    rng = np.random.default_rng(5)
-    n = 4 * 288
-    idx = pd.date_range("2026-01-05", periods=n, freq="5min")
-    rate = 5 + 4 * np.sin(np.arange(n) * 2 * np.pi / 288)
-    requests = rng.poisson(rate * 300)
-    ratio = rng.binomial(requests, 0.01) / np.maximum(requests, 1)
-    frame = pd.DataFrame(
-        {"timestamp": idx.strftime("%Y-%m-%d %H:%M:%S"), "rps": rate, "errors": ratio}
-    )
-    path = write_csv(tmp_path / "ratio.csv", frame)
-    out = tmp_path / "out.csv"
-    run_ok(
-        [str(path), "--out", str(out), "--denominator", "errors=rps", "--direction", "errors=up"]
-    )
-    assert list(pd.read_csv(out).columns) == [
-        "timestamp",
-        "anomaly_score",
-        "anomalous",
-        "rps_score",
-        "errors_score",
-    ]
-    assert main(["backtest", str(path), "--out", str(out), "--denominator", "errors=rate"]) == 1
-    assert "no signal 'rate'" in error_line(capsys)
-    with pytest.raises(SystemExit) as usage:
-        main(["backtest", str(path), "--out", str(out), "--denominator", "errors"])
-    assert usage.value.code == 2
-    assert "expected SIGNAL=RATE_SIGNAL" in capsys.readouterr().err
-
-
-def test_backtest_jobs_default_to_the_cores_available(tmp_path: Path) -> None:
-    args = build_parser().parse_args(["backtest", "a.csv", "--out", "b.csv"])
-    assert args.jobs is None  # resolved to available_cores() when run
-    assert available_cores() >= 1

@@ -101,6 +101,9 @@ def test_every_metric_with_source_labels():
         "llmwatch_last_run_timestamp_seconds",
         "llmwatch_run_duration_seconds",
         "llmwatch_query_errors",
+        "llmwatch_cycle_errors",
+        "llmwatch_invalid_points",
+        "llmwatch_series_refused",
         "llmwatch_up",
     }
     generate_latest(registry)  # the text exposition accepts every family

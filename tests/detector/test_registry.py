@@ -1,4 +1,5 @@
-"""Tests of the model registry: layout, atomic publish, verification before unpickling, rollback."""
+"""Tests of the model registry: layout, atomic publish, verification before loading, rollback,
+old pickles refused, and the round trip of every family (housekeeping: test_registry_hygiene)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from detector.methods.iforest import IsolationForestDetector
 from detector.methods.levelshift import LevelShiftDetector
 from detector.methods.seasonal import SeasonalBaseline
 from detector.methods.sustained import SustainedShift
+from detector.model import fit_signal_model
 from detector.registry import ModelRegistry, ModelVersion, RegistryError, data_hash
+from detector.signals import SignalSettings
 
 WINDOW = {"training_start": "2026-01-05T00:00:00Z", "training_end": "2026-01-06T00:00:00Z"}
 
@@ -38,7 +41,7 @@ def edit_manifest(target: ModelVersion, **changes) -> None:
 
 
 class _Touch:
-    """Unpickling this creates a file: proof of whether an artifact was unpickled."""
+    """Unpickling this creates a file: proof of whether an artifact was ever unpickled."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -63,7 +66,7 @@ def test_publish_writes_manifest_and_artifact(reg: ModelRegistry) -> None:
         evaluation={"f1": 0.9},
     )
     assert v.path == reg.root / "llm:latency_p95:5m" / v.version
-    assert sorted(p.name for p in v.path.iterdir()) == ["manifest.json", "model.pkl"]
+    assert sorted(p.name for p in v.path.iterdir()) == ["manifest.json", "model.npz"]
     data = json.loads((v.path / "manifest.json").read_text())
     assert data["signal"] == "llm:latency_p95:5m" and data["version"] == v.version
     assert data["training_start"] == "2026-01-05T00:00:00Z"
@@ -71,8 +74,8 @@ def test_publish_writes_manifest_and_artifact(reg: ModelRegistry) -> None:
     assert data["params"] == {"window": 8, "families": ["seasonal"]}
     assert data["evaluation"] == {"f1": 0.9} and data["data_hash"] == "abc"
     assert set(data["libraries"]) == set(LIBRARIES) and data["libraries"]["numpy"] == np.__version__
-    blob = (v.path / "model.pkl").read_bytes()
-    assert data["artifact"]["size"] == len(blob)
+    blob = (v.path / "model.npz").read_bytes()
+    assert data["artifact"]["file"] == "model.npz" and data["artifact"]["size"] == len(blob)
     assert data["artifact"]["sha256"] == hashlib.sha256(blob).hexdigest()
     assert list((reg.root / ".staging").iterdir()) == []  # nothing left half-written
     assert reg.load(v).model == {"a": 2.0}
@@ -87,8 +90,8 @@ def test_versions_sort_by_publication_and_newest_is_current(reg: ModelRegistry) 
     assert reg.current("missing") is None and reg.versions("missing") == []
 
 
-def test_unpicklable_model_leaves_nothing_behind(reg: ModelRegistry) -> None:
-    with pytest.raises(RegistryError, match="cannot pickle"):
+def test_unstorable_model_leaves_nothing_behind(reg: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match=r"cannot store function: .* not an allowed class"):
         publish(reg, model=lambda x: x)
     with pytest.raises(RegistryError, match="params"):
         publish(reg, model={"ok": 1}, evaluation={"bad": object()})
@@ -114,27 +117,59 @@ def test_bad_version_ids_are_refused(reg: ModelRegistry) -> None:
         reg.get("rps", "20200101T000000000000Z-abcdef")
 
 
-def test_corrupt_artifact_is_refused_before_unpickling(reg: ModelRegistry, tmp_path: Path) -> None:
-    marker = tmp_path / "unpickled"
-    v = publish(reg, model={"safe": True})
-    evil = pickle.dumps(_Touch(marker))
-    (v.path / "model.pkl").write_bytes(evil)
-    edit_manifest(v, artifact={"file": "model.pkl", "sha256": v.sha256, "size": len(evil)})
+def test_corrupt_artifact_is_refused_before_loading(reg: ModelRegistry) -> None:
+    v = publish(reg, model={"n": 1})
+    other = publish(reg, "other", model={"n": 2})
+    shutil.copy(other.artifact_path, v.artifact_path)  # a valid model file, not this one
     with pytest.raises(RegistryError, match=r"sha256 .* does not match"):
         reg.load(v)
+
+
+def _as_pickle_version(v: ModelVersion, blob: bytes, name: str = "model.pkl") -> None:
+    """Rewrite a version as its attacker (or an older llmwatch) would: artifact and manifest."""
+    v.artifact_path.unlink()
+    (v.path / name).write_bytes(blob)
+    sha = hashlib.sha256(blob).hexdigest()
+    edit_manifest(v, artifact={"file": name, "sha256": sha, "size": len(blob)})
+
+
+def test_a_pickle_with_a_matching_manifest_never_runs(reg: ModelRegistry, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    evil = pickle.dumps(_Touch(marker))
+    old, disguised = publish(reg), publish(reg, "other")
+    _as_pickle_version(old, evil)
+    with pytest.raises(RegistryError, match=r"is a pickle .*: refit with llmwatch train"):
+        reg.load(old)
+    with pytest.raises(RegistryError, match="refit with llmwatch train"):
+        reg.verify(reg.get("rps", old.version))
+    _as_pickle_version(
+        disguised, evil, name="model.npz"
+    )  # the checksum matches: the format stops it
+    with pytest.raises(RegistryError, match="cannot load the artifact: not a model file"):
+        reg.load(disguised)
     assert not marker.exists()
-    # The same bytes with a matching manifest would run: the check is what stopped it.
-    pickle.loads(evil)
+    pickle.loads(evil)  # the same bytes, unpickled, would have run
     assert marker.exists()
+
+
+def test_an_old_pickle_version_is_skipped_and_not_rolled_back_to(reg: ModelRegistry) -> None:
+    good = publish(reg, model={"n": 1})
+    newest = publish(reg, model={"n": 2})
+    _as_pickle_version(newest, pickle.dumps({"n": 2}))
+    assert reg.current("rps") == reg.get("rps", newest.version)  # listed, and refused on load
+    assert reg.load_current("rps").model == {"n": 1}
+    with pytest.raises(RegistryError, match="refit with llmwatch train"):
+        reg.rollback("rps", newest.version)
+    assert reg.rollback("rps", good.version).version == good.version
 
 
 def test_truncated_artifact_is_refused(reg: ModelRegistry) -> None:
     v = publish(reg)
-    blob = (v.path / "model.pkl").read_bytes()
-    (v.path / "model.pkl").write_bytes(blob[:-3])
+    blob = v.artifact_path.read_bytes()
+    v.artifact_path.write_bytes(blob[:-3])
     with pytest.raises(RegistryError, match="bytes, the manifest says"):
         reg.load(v)
-    (v.path / "model.pkl").unlink()
+    v.artifact_path.unlink()
     with pytest.raises(RegistryError, match="missing"):
         reg.load(v)
 
@@ -145,7 +180,7 @@ def test_truncated_artifact_is_refused(reg: ModelRegistry) -> None:
         ({"signal": "other"}, "lies in"),
         ({"version": "20200101T000000000000Z-abcdef"}, "lies in"),
         ({"artifact": {"file": "../model.pkl", "sha256": "0" * 64, "size": 1}}, "plain file"),
-        ({"artifact": {"file": "model.pkl", "sha256": "xyz", "size": 1}}, "64 hex"),
+        ({"artifact": {"file": "model.npz", "sha256": "xyz", "size": 1}}, "64 hex"),
         ({"format": 99}, "unknown manifest format"),
         ({"training_end": "yesterday-ish"}, "manifest.json"),
         ({"params": [1, 2]}, "JSON object"),
@@ -203,7 +238,7 @@ def test_rollback_to_previous_then_named_then_publish_clears_it(reg: ModelRegist
 
 def test_rollback_refuses_a_corrupt_target(reg: ModelRegistry) -> None:
     a, b = publish(reg), publish(reg)
-    (a.path / "model.pkl").write_bytes(b"garbage")
+    a.artifact_path.write_bytes(b"garbage")
     with pytest.raises(RegistryError, match="bytes, the manifest says"):
         reg.rollback("rps")
     assert reg.current("rps") == b
@@ -221,10 +256,10 @@ def test_pointer_to_a_removed_version_falls_back_to_newest(reg: ModelRegistry) -
 def test_load_current_falls_back_past_a_corrupt_newest(reg: ModelRegistry) -> None:
     publish(reg, model={"n": 1})
     newest = publish(reg, model={"n": 2})
-    (newest.path / "model.pkl").write_bytes(b"x")
+    newest.artifact_path.write_bytes(b"x")
     loaded = reg.load_current("rps")
     assert loaded.model == {"n": 1}
-    (loaded.version.path / "model.pkl").write_bytes(b"y")
+    loaded.version.artifact_path.write_bytes(b"y")
     with pytest.raises(RegistryError, match="no loadable version"):
         reg.load_current("rps")
 
@@ -308,7 +343,7 @@ def test_round_trip_of_each_family(reg: ModelRegistry, family: str) -> None:
     )
     loaded = reg.load(reg.current(family)).model
     assert type(loaded) is type(model) and loaded.get_params() == model.get_params()
-    pd.testing.assert_frame_equal(loaded.score(test), model.score(test))
+    pd.testing.assert_frame_equal(loaded.score(test), model.score(test), check_exact=True)
     assert v.params == json.loads(json.dumps(v.params))  # stored as plain JSON
 
 
@@ -329,6 +364,26 @@ def test_round_trip_of_a_fitted_ensemble(reg: ModelRegistry) -> None:
     loaded = reg.load_current("group")
     assert loaded.version.evaluation == {"f1": 1.0}
     want, got = model.update(test), loaded.model.update(test)
-    pd.testing.assert_series_equal(got.anomaly_score, want.anomaly_score)
-    pd.testing.assert_frame_equal(got.detector_scores, want.detector_scores)
+    pd.testing.assert_series_equal(got.anomaly_score, want.anomaly_score, check_exact=True)
+    pd.testing.assert_frame_equal(got.detector_scores, want.detector_scores, check_exact=True)
     assert got.anomalous.equals(want.anomalous) and want.anomalous.iloc[20:30].any()
+
+
+def test_streaming_state_survives_the_round_trip(reg: ModelRegistry) -> None:
+    """Fit, update, save, load, update more: the same scores as a model that was never saved."""
+    data = _frame()
+    data.iloc[3 * DAY + 40 : 3 * DAY + 50, 1] -= 6.0
+    train, first, rest = data.iloc[: 3 * DAY], data.iloc[3 * DAY : 3 * DAY + 30], data.iloc[-30:]
+    settings = SignalSettings(name="mem", query="q", direction="down", detectors=FAMILIES)
+    model = fit_signal_model(train, settings, labels={"a": {"gpu": "0"}})
+    model.ensemble.update(first)
+    v = reg.publish(
+        "mem", model, data_hash="h", params=model.params, **WINDOW, evaluation={"f1": 0.5}
+    )
+    loaded = reg.load(v).model
+    assert loaded.labels == {"a": {"gpu": "0"}, "b": {}} and loaded.params == model.params
+    want, got = model.ensemble.update(rest), loaded.ensemble.update(rest)
+    for name in ("anomaly_score", "anomalous", "signal_scores", "detector_scores", "expected"):
+        left, right = pd.DataFrame(getattr(got, name)), pd.DataFrame(getattr(want, name))
+        pd.testing.assert_frame_equal(left, right, check_exact=True)
+    assert want.anomalous.any()

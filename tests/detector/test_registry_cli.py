@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -66,15 +68,53 @@ def test_show_verifies_the_checksum(reg: ModelRegistry, capsys) -> None:
     assert shown["evaluation"] == {"f1": 0.6} and shown["artifact"]["sha256"] == b.sha256
     assert main(["models", "show", "rps", a.version, "--root", str(reg.root)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"rps/{a.version}\n") and "checksum: ok" in out
-    (a.path / "model.pkl").write_bytes(b"tampered")
+    assert out.startswith(f"rps/{a.version}\n") and "format: ok\nchecksum: ok" in out
+    a.artifact_path.write_bytes(b"tampered")
     assert main(["models", "show", "rps", a.version, "--root", str(reg.root)]) == 1
     captured = capsys.readouterr()
     assert "checksum: FAILED" in captured.out and "manifest says" in captured.err
+    assert main(["models", "show", "rps", a.version, "--root", str(reg.root), "--json"]) == 1
+    assert "manifest says" in _json(capsys)["checksum"]
     assert main(["models", "show", "rps", "not-a-version", "--root", str(reg.root)]) == 1
     assert "invalid version id" in capsys.readouterr().err
     assert main(["models", "show", "missing", "--root", str(reg.root)]) == 1
     assert "no versions of 'missing'" in capsys.readouterr().err
+
+
+def _make_old_pickle(v: ModelVersion) -> None:
+    """Turn ``v`` into a version as llmwatch wrote them before: ``model.pkl``, hash matching."""
+    blob = pickle.dumps({"n": 0})
+    v.artifact_path.unlink()
+    (v.path / "model.pkl").write_bytes(blob)
+    manifest = json.loads((v.path / "manifest.json").read_text())
+    manifest["artifact"] = {
+        "file": "model.pkl",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
+    (v.path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_old_pickle_version_is_shown_as_refused(reg: ModelRegistry, capsys) -> None:
+    old, new = _publish(reg, "rps", 0), _publish(reg, "rps", 1)
+    _make_old_pickle(old)
+    assert main(["models", "show", "rps", old.version, "--root", str(reg.root)]) == 1
+    captured = capsys.readouterr()
+    assert "format: REFUSED\nchecksum: skipped" in captured.out
+    assert "checksum: ok" not in captured.out
+    assert "is a pickle" in captured.err and "refit with llmwatch train" in captured.err
+    assert main(["models", "show", "rps", old.version, "--root", str(reg.root), "--json"]) == 1
+    shown = _json(capsys)
+    assert "refit with llmwatch train" in shown["format"] and shown["checksum"] == "skipped"
+    assert main(["models", "list", "--root", str(reg.root), "--json"]) == 0
+    rows = _json(capsys)
+    assert "refit" in rows[0]["refused"] and rows[1]["refused"] is None and rows[1]["current"]
+    assert main(["models", "list", "--root", str(reg.root)]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[1].startswith("!") and text[2].startswith("*") and "refit" in text[-1]
+    assert main(["models", "rollback", "rps", "--root", str(reg.root)]) == 1
+    assert "refit with llmwatch train" in capsys.readouterr().err
+    assert reg.current("rps") == new
 
 
 def test_rollback_and_back(reg: ModelRegistry, capsys) -> None:

@@ -243,3 +243,33 @@ def test_a_fault_held_ten_minutes_keeps_the_signal_anomalous_for_its_length(
         assert fault + 9 * STEP <= event.end <= fault + 18 * STEP
     finally:
         service.stop()
+
+
+def test_a_history_that_refuses_writes_is_reported_and_loses_no_event(
+    prometheus_factory, tmp_path, now
+):
+    start = now - 3600
+    spike = start + 20 * 60
+    prom = prometheus_factory(backfill=history(now - 60, spike_at=spike, spike_len=5))
+    clock = Clock(start)
+    service = fitted(make_service(settings_for(prom.url, tmp_path), clock))
+    try:
+        service.store._db.execute("PRAGMA query_only = ON")  # as a full disk would
+        while clock.now < spike + 3 * STEP:
+            clock.now += STEP
+            service.run_cycle()
+        ok, reason = service.health()
+        assert not ok and reason.startswith("record latency: latency: writing events fails")
+        assert service.store.query(signal="latency").total == 0
+        # Scoring went on: the API shows the anomaly while its event waits to be written.
+        a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
+        assert a.anomalous and not a.stale
+        service.store._db.execute("PRAGMA query_only = OFF")
+        for _ in range(10):
+            clock.now += STEP
+            service.run_cycle()
+        assert service.health() == (True, "ok")
+        (event,) = service.store.query(signal="latency").items
+        assert event.start == pytest.approx(spike, abs=STEP) and event.end is not None
+    finally:
+        service.stop()

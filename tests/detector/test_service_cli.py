@@ -122,3 +122,14 @@ def test_detect_serves_until_terminated(prometheus_factory, tmp_path, now):
     assert proc.returncode in (0, -signal.SIGTERM), out.decode()[-3000:]
     assert "Application shutdown complete" in out.decode()
     assert "Traceback" not in out.decode() and "leaked" not in out.decode()
+
+
+def test_detect_with_an_unreadable_history_says_how_to_recover(tmp_path, capsys):
+    config = _config(tmp_path, "http://127.0.0.1:9")
+    broken = tmp_path / "var" / "history.sqlite"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a database " * 200)
+    assert main(["detect", "--config", config, "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "history.sqlite is unreadable" in err[0]
+    assert "--reset-history" in err[0] and broken.exists()

@@ -1,12 +1,15 @@
-"""Tests of the compiled level trackers against the tracker's plain-Python definition."""
+"""Tests of the compiled level trackers against their plain-Python definition, and of the shape
+checks that keep the compiled loop within its arrays."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
+from detector.modelfile import dumps, loads
 from detector.tracking import Tracks, track_levels
 
 FIELDS = ("level", "last_t", "run_sign", "run_start", "run_sum", "run_n")
@@ -125,3 +128,62 @@ def test_the_gain_follows_elapsed_time_not_rows() -> None:
         tracks = Tracks.start(1)
         track_levels(np.array([0.0, gap]), d, lim, tracks, np.array([60.0]), 3, 0.0)
         assert tracks.level[0] == pytest.approx(want)
+
+
+def _args(n: int = 3, rows: int = 4) -> dict[str, Any]:
+    """Arguments of a well-formed call: ``rows`` rows of ``n`` signals."""
+    d = np.zeros((rows, n))
+    return dict(
+        t=np.arange(rows) * 60.0,
+        d=d,
+        lim=np.ones_like(d),
+        st=Tracks.start(n),
+        halflife=np.full(n, 600.0),
+        accept_points=3,
+        accept_s=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"d": np.zeros(4)}, r"d must be 2-D"),
+        ({"t": np.arange(5.0)}, r"t has shape \(5,\); d has 4 rows"),
+        ({"lim": np.ones((4, 2))}, r"lim has shape \(4, 2\); d has shape \(4, 3\)"),
+        ({"lim": np.ones((4, 3, 1))}, r"lim has shape \(4, 3, 1\)"),
+        ({"halflife": np.full(2, 600.0)}, r"halflife has shape \(2,\); d has 3 columns"),
+        ({"halflife": 600.0}, r"halflife has shape \(\); d has 3 columns"),
+        ({"level": np.full(2, np.nan)}, r"Tracks.level has shape \(2,\); d has 3 columns"),
+        ({"run_n": np.zeros((3, 1), dtype=np.int64)}, r"Tracks.run_n has shape \(3, 1\)"),
+        ({"run_sum": [0.0, 0.0, 0.0]}, r"Tracks.run_sum is a list, not an array"),
+    ],
+)
+def test_mismatched_shapes_are_refused_before_the_compiled_loop(
+    change: dict[str, Any], message: str
+) -> None:
+    """A crafted model file can give the state arrays of any length: the kernel must not run."""
+    args = _args()
+    state = {k: v for k, v in change.items() if k in FIELDS}
+    args.update({k: v for k, v in change.items() if k not in FIELDS})
+    for field, value in state.items():
+        setattr(args["st"], field, value)
+    before = {field: np.copy(getattr(args["st"], field)) for field in FIELDS}
+    with pytest.raises(ValueError, match=message):
+        track_levels(**args)
+    for field, value in before.items():
+        np.testing.assert_array_equal(getattr(args["st"], field), value)  # left untouched
+
+
+def test_well_formed_arguments_pass_the_shape_checks() -> None:
+    args = _args(n=1, rows=0)
+    assert track_levels(**args).shape == (0, 1)
+    args = _args()
+    assert track_levels(**args).shape == (4, 3) and np.all(args["st"].level == 0.0)
+
+
+def test_state_of_the_wrong_length_from_a_model_file_is_refused() -> None:
+    """The model file builds a Tracks (an allowed class) with whatever arrays it holds."""
+    args = _args()
+    args["st"] = loads(dumps(Tracks.start(2)))
+    with pytest.raises(ValueError, match=r"Tracks.level has shape \(2,\); d has 3 columns"):
+        track_levels(**args)

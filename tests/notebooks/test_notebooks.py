@@ -216,7 +216,7 @@ def test_retrain_compares_publishes_a_verified_version_and_rolls_back(stack: Sta
         assert manifest["params"]["candidate"] in table.index
         assert {"scenarios_f1", "scenarios_fa_per_day"} <= set(manifest["evaluation"])
         assert "history_alerts_per_day" in manifest["evaluation"]
-        loaded = registry.load(new[0])  # verifies the checksum again before unpickling
+        loaded = registry.load(new[0])  # checks the checksum again before reading the arrays
         assert isinstance(loaded.model, SignalModel) and loaded.model.signal == signal
         # ROLLBACK=True: the model from before is current again, and the service serves it.
         assert registry.current(signal).version == before

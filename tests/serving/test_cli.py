@@ -98,10 +98,19 @@ def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
 
     flags = "serve --engine synthetic --max-running 3 --max-model-len 512 --speed 8 --seed 4"
     args = build_parser().parse_args(
-        [*flags.split(), "--loop-share", "0.5", "--request-timeout", "9"]
+        [
+            *flags.split(),
+            "--loop-share",
+            "0.5",
+            "--request-timeout",
+            "9",
+            "--max-body-bytes",
+            "2048",
+        ]
     )
     settings = settings_from_args(args)
     assert (settings.max_running, settings.request_timeout_s) == (3, 9.0)
+    assert settings.max_body_bytes == 2048
     engine = build_engine(settings)
     assert (engine.max_running, engine.max_model_len, engine.speed) == (3, 512, 8.0)
     assert (engine.seed, engine.loop_share) == (4, 0.5)

@@ -22,6 +22,12 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServingSettings(port=9002).port == 9002  # arguments win
 
 
+def test_body_limit_default_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServingSettings().max_body_bytes == 1024 * 1024
+    monkeypatch.setenv("LLMWATCH_SERVING_MAX_BODY_BYTES", "4194304")
+    assert ServingSettings().max_body_bytes == 4 * 1024 * 1024
+
+
 def test_unknown_keys_are_named() -> None:
     with pytest.raises(ValidationError, match="max_qeue"):
         ServingSettings(max_qeue=3)
@@ -34,6 +40,7 @@ def test_unknown_keys_are_named() -> None:
         ("port", 70000),
         ("max_running", 0),
         ("json_prompt_pattern", "("),
+        ("max_body_bytes", 100),  # bytes, not KiB or MiB: surely a unit mistake
     ],
 )
 def test_invalid_values_name_the_field(field: str, value: object) -> None:

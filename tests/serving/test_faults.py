@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, get_args
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from support.serving import build, sample, serve, statuses
 
 from serving.engines.base import GenerationRequest
@@ -17,6 +20,14 @@ from serving.faults import CORRUPTION_PREFIX
 from serving.metrics import FAULT_KINDS
 
 _MIB = 1024 * 1024
+
+
+@contextlib.asynccontextmanager
+async def _local(app: FastAPI, **client: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """``serve``, its requests addressed to ``localhost``: the admin API refuses other names."""
+    async with serve(app, **client) as http:
+        http.headers["host"] = "localhost"
+        yield http
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -85,7 +96,7 @@ def test_bad_schedule_fails_at_app_creation(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_admin_refuses_non_loopback_clients() -> None:
     app, _, _ = build()
-    async with serve(app, client=("10.1.2.3", 40000)) as http:
+    async with _local(app, client=("10.1.2.3", 40000)) as http:
         response = await http.get("/admin/faults")
         assert response.status_code == 403
         assert response.json()["error"]["type"] == "permission_error"
@@ -93,9 +104,48 @@ async def test_admin_refuses_non_loopback_clients() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "host", ["attacker.example", "attacker.example:8080", "127.0.0.1.nip.io", "localhost.", ""]
+)
+async def test_admin_refuses_foreign_host_names(host: str) -> None:
+    """DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1."""
+    app, _, _ = build()
+    async with serve(app) as http:
+        http.headers["host"] = host
+        response = await http.post("/admin/faults", json={"kind": "stall", "duration": 60})
+        listed = await http.get("/admin/faults")
+        assert (await http.get("/health")).status_code == 200  # the rest of the API answers
+    assert response.status_code == 400 and listed.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "DNS rebinding" in message and f"Host {host!r}" in message
+    assert "127.0.0.1, [::1], localhost (any port)" in message
+    assert app.state.serving.faults.faults() == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("bind", "host"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1", "localhost:8080"),
+        ("127.0.0.1", "LOCALHOST"),
+        ("127.0.0.1", "[::1]:8080"),
+        ("::1", "[::1]"),
+        ("127.0.0.2", "127.0.0.2:9000"),  # the bind host
+    ],
+)
+async def test_admin_accepts_loopback_names_and_the_bind_host(bind: str, host: str) -> None:
+    app, _, _ = build(host=bind)
+    async with serve(app) as http:
+        http.headers["host"] = host
+        response = await http.get("/admin/faults")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.anyio
 async def test_admin_token_is_required_when_set() -> None:
     app, _, _ = build(admin_token="s3cret")
-    async with serve(app) as http:
+    async with _local(app) as http:
         missing = await http.get("/admin/faults")
         assert missing.status_code == 401
         assert missing.headers["www-authenticate"] == "Bearer"
@@ -110,7 +160,7 @@ async def test_admin_token_is_required_when_set() -> None:
 @pytest.mark.anyio
 async def test_admin_validates_fault_bodies() -> None:
     app, _, _ = build(fault_memory_max_mb=100)
-    async with serve(app) as http:
+    async with _local(app) as http:
         unknown = await http.post("/admin/faults", json={"kind": "stall", "strength": 1})
         assert unknown.status_code == 400 and "strength" in unknown.json()["error"]["message"]
         kind = await http.post("/admin/faults", json={"kind": "melt"})
@@ -143,7 +193,7 @@ async def _wait_state(
 @pytest.mark.anyio
 async def test_fault_lifecycle_gauge_and_window_log() -> None:
     app, _, registry = build()
-    async with serve(app) as http:
+    async with _local(app) as http:
         before = time.time()
         pending = await _add(http, kind="latency", start=0.2, duration=0.3, intensity=0.01)
         assert pending["state"] == "pending" and pending["started_at"] is None
@@ -175,7 +225,7 @@ async def test_fault_lifecycle_gauge_and_window_log() -> None:
 async def test_schedule_file_drives_faults(tmp_path: Path) -> None:
     path = _write(tmp_path, "faults:\n  - {kind: errors, start: 0, duration: 0.3, intensity: 1}\n")
     app, _, registry = build(faults_file=path)
-    async with serve(app) as http:
+    async with _local(app) as http:
         assert sample(registry, "qwen_fault_active", kind="errors") == 1.0
         failed = await http.post("/v1/completions", json={"prompt": "p", "max_tokens": 4})
         assert failed.status_code == 500
@@ -202,7 +252,7 @@ async def _timed(
 @pytest.mark.anyio
 async def test_fixed_latency_delays_the_first_token() -> None:
     app, _, registry = build()
-    async with serve(app) as http:
+    async with _local(app) as http:
         await _add(http, kind="latency", intensity=0.25)
         response, elapsed = await _timed(http, {"prompt": "p", "max_tokens": 3})
     assert response.status_code == 200 and elapsed >= 0.25
@@ -214,7 +264,7 @@ async def test_fixed_latency_delays_the_first_token() -> None:
 async def test_proportional_latency_stretches_the_engine_time() -> None:
     app, engine, _ = build(engine={"speed": 10.0})
     body = {"prompt": "p", "max_tokens": 20}
-    async with serve(app) as http:
+    async with _local(app) as http:
         await _add(http, kind="latency", intensity=4, mode="proportional")
         response, elapsed = await _timed(http, body)
     prompt_tokens = engine.count_prompt_tokens(GenerationRequest(request_id="x", prompt="p"))
@@ -225,7 +275,7 @@ async def test_proportional_latency_stretches_the_engine_time() -> None:
 @pytest.mark.anyio
 async def test_slow_tokens_raise_time_per_output_token() -> None:
     app, _, registry = build()
-    async with serve(app) as http:
+    async with _local(app) as http:
         await _add(http, kind="slow_tokens", intensity=0.01)
         response, elapsed = await _timed(http, {"prompt": "p", "max_tokens": 21})
     assert response.status_code == 200 and elapsed >= 0.2
@@ -235,7 +285,7 @@ async def test_slow_tokens_raise_time_per_output_token() -> None:
 @pytest.mark.anyio
 async def test_error_bursts_fail_a_share_of_requests() -> None:
     app, engine, registry = build(max_queue=100)
-    async with serve(app) as http:
+    async with _local(app) as http:
         await _add(http, kind="errors", intensity=1.0)
         failed = await http.post("/v1/completions", json={"prompt": "p", "max_tokens": 3})
         assert failed.status_code == 500
@@ -265,7 +315,7 @@ async def test_error_bursts_fail_a_share_of_requests() -> None:
 async def test_corrupt_json_breaks_json_answers_only() -> None:
     app, _, registry = build()
     json_body = {"prompt": "p", "max_tokens": 300, "response_format": {"type": "json_object"}}
-    async with serve(app) as http:
+    async with _local(app) as http:
         await _add(http, kind="corrupt_json", intensity=1.0)
         broken = await http.post("/v1/completions", json=json_body)
         plain = await http.post("/v1/completions", json={"prompt": "p", "max_tokens": 5})
@@ -279,7 +329,7 @@ async def test_corrupt_json_breaks_json_answers_only() -> None:
 async def test_memory_growth_is_real_and_released() -> None:
     app, _, registry = build()
     state = app.state.serving
-    async with serve(app) as http:
+    async with _local(app) as http:
         rss_before = sample(registry, "process_resident_memory_bytes")
         fault = await _add(http, kind="memory", intensity=96, ramp=0.3)
         deadline = time.monotonic() + 10
@@ -300,7 +350,7 @@ async def test_memory_growth_is_real_and_released() -> None:
 @pytest.mark.anyio
 async def test_stall_holds_tokens_until_it_ends_or_the_timeout() -> None:
     app, engine, registry = build(request_timeout_s=0.3)
-    async with serve(app) as http:
+    async with _local(app) as http:
         fault = await _add(http, kind="stall")
         timed_out, elapsed = await _timed(http, {"prompt": "p", "max_tokens": 5})
         assert timed_out.status_code == 504 and elapsed >= 0.3

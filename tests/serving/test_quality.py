@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jsonschema.exceptions import SchemaError
 
 from serving.config import DEFAULT_JSON_PROMPT_PATTERN
 from serving.engines.base import GenerationRequest
-from serving.quality import QualityChecker, detect_loop, extract_json, json_error
+from serving.json_schema import SchemaRefused
+from serving.quality import JsonCheck, QualityChecker, detect_loop, extract_json, json_error
 
 SCHEMA = {
     "type": "object",
@@ -62,7 +62,7 @@ def test_schema_violations_are_named() -> None:
 
 
 def test_invalid_schema_is_refused() -> None:
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaRefused, match="no-such-type"):
         QualityChecker().validator({"type": "no-such-type"})
 
 
@@ -136,6 +136,25 @@ def test_evaluate_statuses_and_finish_labels() -> None:
     assert not story.asked_json and story.json_ok and story.finish == "stop"
     looped = checker.evaluate(plain, "and again " * 40, "length")
     assert looped.finish == "loop" and looped.json_ok
+
+
+def test_the_json_check_decided_at_admission_is_used() -> None:
+    checker = QualityChecker(json_prompt_pattern=DEFAULT_JSON_PROMPT_PATTERN)
+    request = GenerationRequest(request_id="s", prompt="x", json_schema=SCHEMA)
+    check = checker.json_check(request)
+    assert check.asked and check.validator is checker.validator(SCHEMA)
+    assert not checker.evaluate(request, '{"answer": "a"}', "stop", check).json_ok
+    not_asked = JsonCheck(asked=False)  # what admission decided wins
+    assert checker.evaluate(request, "plain words", "stop", not_asked).json_ok
+
+
+def test_output_nested_too_deeply_is_a_verdict_not_a_crash() -> None:
+    recursive = QualityChecker().validator({"type": "array", "items": {"$ref": "#"}})
+    deep = "[" * 400 + "]" * 400  # parses, but validating recurses past Python's limit
+    assert json_error(deep, validator=recursive) == (
+        "does not match the schema: nested too deeply to check"
+    )
+    assert json_error("[" * 100_000 + "]" * 100_000) == "not JSON: nested too deeply to parse"
 
 
 def _reference_loop(words: list[str], max_ngram: int, min_repeats: int, min_words: int) -> bool:

@@ -12,7 +12,8 @@ import pytest
 
 from serving.engines.base import Engine, EngineError, GenerationRequest, PromptTooLong
 from serving.engines.synthetic import SyntheticEngine
-from serving.engines.synthetic_text import count_tokens, sample_schema, split_tokens
+from serving.engines.synthetic_json import schema_json
+from serving.engines.synthetic_text import count_tokens, split_tokens
 from serving.quality import detect_loop
 
 pytestmark = pytest.mark.anyio
@@ -133,12 +134,12 @@ async def test_json_schema_answers_validate(schema: dict) -> None:
         jsonschema.validate(json.loads(text), schema)
 
 
-def test_sample_schema_is_deterministic() -> None:
+def test_schema_json_is_deterministic() -> None:
     import random
 
-    assert sample_schema(SCHEMAS[0], random.Random(3)) == sample_schema(
-        SCHEMAS[0], random.Random(3)
-    )
+    first = "".join(schema_json(SCHEMAS[0], random.Random(3)))
+    assert first == "".join(schema_json(SCHEMAS[0], random.Random(3)))
+    jsonschema.validate(json.loads(first), SCHEMAS[0])
 
 
 async def test_json_cut_by_length_is_invalid() -> None:
@@ -240,3 +241,90 @@ async def test_abort_stops_the_generation_and_frees_the_slot() -> None:
     await engine.abort("unknown")  # no-op
     text, _ = await _run(engine, GenerationRequest(request_id="next", prompt="hi", max_tokens=3))
     assert count_tokens(text) == 3
+
+
+def test_long_texts_are_counted_in_slices_exactly() -> None:
+    import random
+
+    rng = random.Random(5)
+    alphabet = ["word", " ", "  ", "\n\t", ",", "!", "é", "中文", "x" * 13, " " * 300, "42"]
+    for size in (70_000, 300_000):
+        text = "".join(rng.choice(alphabet) for _ in range(size))
+        assert count_tokens(text) == len(split_tokens(text))
+    for text in ("a" * 200_000, " " * 200_000, "," * 200_000, "ab " * 100_000):
+        assert count_tokens(text) == len(split_tokens(text))
+
+
+BOMB = {"type": "array", "minItems": 2_000_000, "items": {"type": "integer"}}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        BOMB,
+        {"type": "string", "minLength": 2_000_000_000},
+        {"type": "object", "required": ["a"], "properties": {"a": {"type": "array", **BOMB}}},
+    ],
+)
+async def test_a_schema_bomb_costs_what_max_tokens_shows(schema: dict) -> None:
+    engine = await _started()
+    request = GenerationRequest(request_id="b", prompt="p", max_tokens=8, json_schema=schema)
+    start = asyncio.get_running_loop().time()
+    text, chunks = await _run(engine, request)
+    assert asyncio.get_running_loop().time() - start < 0.5
+    assert [c.output_tokens for c in chunks] == list(range(1, 9))
+    assert chunks[-1].finish_reason == "length"  # truncated JSON, as a real engine gives
+    assert text[0] in '["{' and len(text) < 100
+
+
+async def test_self_referring_and_boolean_schemas_end() -> None:
+    engine = await _started()
+    schemas = [
+        {"type": "object", "required": ["next"], "properties": {"next": {"$ref": "#"}}},
+        {"anyOf": [{"$ref": "#"}]},
+        {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+        {"type": "array", "items": True, "minItems": 3},
+        {"type": "object", "required": ["never"], "properties": {"never": False}},
+    ]
+    for i, schema in enumerate(schemas):
+        request = GenerationRequest(
+            request_id=f"r{i}", prompt="p", max_tokens=3000, json_schema=schema
+        )
+        text, chunks = await _run(engine, request)
+        assert chunks[-1].finish_reason == "stop"
+        json.loads(text)  # complete JSON, however the schema refers to itself
+
+
+async def test_positional_items_are_followed() -> None:
+    engine = await _started()
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "array",
+        "items": [{"type": "integer"}, {"type": "string", "format": "email"}],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+    request = GenerationRequest(request_id="t", prompt="p", max_tokens=500, json_schema=schema)
+    text, _ = await _run(engine, request)
+    jsonschema.validate(json.loads(text), schema)
+
+
+async def test_a_stop_sequence_across_the_token_limit_is_found() -> None:
+    """The answer is built a little past ``max_tokens``, so a stop sequence that starts before
+    the limit and ends after it cuts the answer as it would cut the whole answer."""
+    engine = await _started()
+
+    def request(**params: Any) -> GenerationRequest:
+        return GenerationRequest(request_id="s", prompt="p", json_schema=SCHEMAS[0], **params)
+
+    whole, _ = await _run(engine, request(max_tokens=1000))
+    pieces = split_tokens(whole)
+    limit = next(
+        k
+        for k in range(5, len(pieces) - 3)
+        if whole.count("".join(pieces[k - 1 : k + 3])) == 1 and pieces[k - 1].strip()
+    )
+    stop = "".join(pieces[limit - 1 : limit + 3])  # from the last token within the limit on
+    text, chunks = await _run(engine, request(max_tokens=limit, stop=(stop,)))
+    assert text == "".join(pieces[: limit - 1])
+    assert chunks[-1].finish_reason == "stop"
