@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAB ?= ../shared/nab
 
-.PHONY: setup model stack-tools demo run eval test lint format bench notebooks clean
+.PHONY: setup model stack-tools demo run eval check test lint format bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,19 @@ run: demo
 eval: $(STAMP)
 	$(BIN)/llmwatch eval --nab $(NAB)
 
+# The inner loop: lint, the import contracts and the unit tests; no vLLM, no servers, about
+# a minute. A test that needs something missing skips here (and fails in make test).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	LLMWATCH_TEST_ALLOW_MISSING=1 $(BIN)/pytest -m unit -q
+
+# The full suite that CI runs: every test, with vLLM, the model and the stack's binaries.
 test: setup stack-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 lint: $(STAMP)

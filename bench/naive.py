@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.seasonal import STL
 
-from detector.backtest import BacktestSettings, refit_points
-from detector.timeutil import DAY_S, WEEK_S, seconds
+from detector.core.timeutil import DAY_S, WEEK_S, seconds
+from detector.evaluation.backtest import BacktestSettings, refit_points
 
 # The detector's defaults (SeasonalBaseline, Ensemble, Hysteresis), for direction "both".
 BINS, MIN_STRENGTH, CLIP, ACCEPT_POINTS, BAND = 24, 0.2, 3.0, 3, 3.0
@@ -360,7 +360,7 @@ class Ensemble:
 
 
 def backtest(frame: pd.DataFrame, settings: BacktestSettings | None = None) -> pd.DataFrame:
-    """Per-point ``detector.backtest`` with default parameters: same refits, same columns."""
+    """Per-point ``detector.evaluation.backtest`` with default parameters: same refits, columns."""
     settings = settings or BacktestSettings()
     frame = frame.astype("float64").replace([np.inf, -np.inf], np.nan).sort_index(kind="stable")
     t = seconds(frame.index).tolist()

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `naive` sits next to
 
 import naive
 
-from detector.backtest import backtest
-from detector.ensemble import Ensemble
+from detector.core.ensemble import Ensemble
+from detector.core.families.seasonal import SeasonalBaseline
+from detector.core.timeutil import DAY_S, seconds
+from detector.evaluation.backtest import backtest
 from detector.evaluation.runner import backtest_many, nab_corpus
-from detector.methods.seasonal import SeasonalBaseline
-from detector.timeutil import DAY_S, seconds
 
 
 @dataclass

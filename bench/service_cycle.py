@@ -2,8 +2,8 @@
 
 A real Prometheus (``/usr/bin/prometheus``, temporary data folder) is backfilled with ``--days`` of
 synthetic history for ``--series`` series spread over 8 signals; each signal is fitted and
-published as ``llmwatch train`` does; then a :class:`~detector.service.DetectorService` loads the
-models and runs ``--cycles`` cycles, each on the next minute of data. Figures:
+published as ``llmwatch train`` does; then a :class:`~detector.service.loop.DetectorService` loads
+the models and runs ``--cycles`` cycles, each on the next minute of data. Figures:
 
 1. one cycle, query excluded (target < 1 s) and included; the excluded part is also shown next to
    the bare ``Ensemble.update`` calls on the same rows in this process (the service's overhead);
@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.history import daily_series, grid_times
 from support.servers import PrometheusServer, Series
 
-from detector.history import EventStore
-from detector.model import train_signal
-from detector.registry import ModelRegistry
-from detector.service import DetectorService
-from detector.signals import DetectorSettings, Shard, SignalSettings, load_settings
-from detector.source import PrometheusSource, SeriesBatch
+from detector.registry.store import ModelRegistry
+from detector.service.config import DetectorSettings, Shard, SignalSettings, load_settings
+from detector.service.history import EventStore
+from detector.service.loop import DetectorService
+from detector.service.source import PrometheusSource, SeriesBatch
+from detector.service.training import train_signal
 
 SIGNALS = ("latency_p95", "latency_p99", "ttft_p95", "rps", "errors", "json_errors", "mem", "tok")
 STEP = 60.0

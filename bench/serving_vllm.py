@@ -48,7 +48,7 @@ def _free_port() -> int:
 def _server(args: argparse.Namespace, log: Path) -> Any:
     port = _free_port()
     command = [
-        sys.executable, "-m", "detector.cli", "serve", "--engine", "vllm", "--port", str(port),
+        sys.executable, "-m", "llmwatch.cli", "serve", "--engine", "vllm", "--port", str(port),
         "--max-running", str(max(args.concurrency)), "--max-model-len", "2048",
         "--log-level", "warning",
     ]  # fmt: skip

@@ -5,7 +5,7 @@ Flags override ``LLMWATCH_SERVING_*`` environment variables, which override the 
 (``LLMWATCH_SERVING_ADMIN_TOKEN``), so that it does not show in the process list.
 
 vLLM starts its engine core in a spawned process, which re-imports the main module: the process
-entry (``detector/cli.py`` and the ``llmwatch`` console script) runs only under a
+entry (``llmwatch/cli.py`` and the ``llmwatch`` console script) runs only under a
 ``__main__`` guard.
 """
 

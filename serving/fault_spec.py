@@ -27,7 +27,7 @@ FaultKind = Literal["latency", "slow_tokens", "errors", "corrupt_json", "memory"
 
 def _seconds(value: Any) -> Any:
     if isinstance(value, str):
-        from detector.timeutil import parse_duration
+        from llmwatch.durations import parse_duration
 
         return parse_duration(value)
     return value

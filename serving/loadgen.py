@@ -276,7 +276,7 @@ def _format(summary: dict[str, Any]) -> str:
 
 
 def _settings_from_args(args: argparse.Namespace) -> LoadSettings:
-    from detector.timeutil import parse_duration
+    from llmwatch.durations import parse_duration
 
     day = parse_duration(args.day_length) if args.shape == "daily" else None
     if args.shape == "daily" and args.rate is None:

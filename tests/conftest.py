@@ -2,17 +2,20 @@
 
 See :mod:`support.servers` for what each server offers. Each factory call starts a fresh server
 on a free 127.0.0.1 port with its own data folder under ``tmp_path``; all are stopped at the end
-of the test. A test using one skips when the binary is not installed.
+of the test. A test using one fails when the binary is not installed (:mod:`support.requires`).
+
+Every test is ``unit`` unless its module is marked ``integration`` (real servers, processes,
+whole corpora): ``make check`` runs the unit tests alone.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.requires import need_binary
 from support.servers import (
     PROMETHEUS,
     VICTORIA_METRICS,
@@ -23,9 +26,14 @@ from support.servers import (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
+
+
 def _need(binary: str) -> None:
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"{binary} is not installed (apt-get install prometheus victoria-metrics)")
+    need_binary(binary, "make stack-tools, or apt-get install prometheus victoria-metrics")
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.requires import NAB_ROOT, REPO, need_nab
 
-ROOT = Path(__file__).resolve().parents[1]
-NAB_ROOT = ROOT.parent / "shared" / "nab"
+pytestmark = pytest.mark.integration
 
 
-@pytest.mark.skipif(not NAB_ROOT.is_dir(), reason=f"NAB corpus copy not found at {NAB_ROOT}")
 def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    need_nab()
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "bench/run.py", "--nab", str(NAB_ROOT), "--quick", "--json", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["quick"] is True

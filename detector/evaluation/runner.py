@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from detector.backtest import BacktestSettings, backtest
+from detector.evaluation.backtest import BacktestSettings, backtest
 from detector.evaluation.events import EventMetrics, combine, event_metrics
 from detector.evaluation.nab import (
     CorpusScore,
@@ -26,8 +26,13 @@ from detector.evaluation.nab import (
     load_windows,
     score_all_profiles,
 )
+from detector.evaluation.scenarios import (
+    SIGNAL_DIRECTIONS,
+    LabelledIncident,
+    corpus_files,
+    generate,
+)
 from detector.evaluation.sensitivity import IncidentOutcome, incident_outcome, sensitivity_table
-from detector.scenarios import SIGNAL_DIRECTIONS, LabelledIncident, corpus_files, generate
 
 __all__ = [
     "Corpus",
@@ -75,8 +80,8 @@ class CorpusReport:
 def scenario_corpus(
     seed: int = 0, names: tuple[str, ...] | None = None, *, days: float = 10.0
 ) -> Corpus:
-    """The bundled LLM-serving scenarios (:func:`~detector.scenarios.corpus_files`), with each
-    signal's configured alert direction."""
+    """The bundled LLM-serving scenarios (:func:`~detector.evaluation.scenarios.corpus_files`), with
+    each signal's configured alert direction."""
     frames, windows, incidents = {}, {}, {}
     for stem, (name, strength, step) in corpus_files(names).items():
         scenario = generate(name, seed=seed, step_s=step, strength=strength, days=days)

@@ -1,11 +1,12 @@
 """Candidate detector settings, compared on the labelled scenarios and on recent history.
 
 A :class:`Candidate` is a named set of changes to a signal's configuration (the keys of
-:class:`~detector.signals.SignalSettings`: ``detectors``, ``seasonality``, ``direction``,
+:class:`~detector.service.config.SignalSettings`: ``detectors``, ``seasonality``, ``direction``,
 ``thresholds``), so whatever wins can be written into ``configs/detector.yaml`` and the service's
 own refits keep it. Two views of each candidate:
 
-* the **scenarios**: the labelled incidents of :mod:`detector.scenarios`, backtested causally as
+* the **scenarios**: the labelled incidents of :mod:`detector.evaluation.scenarios`, backtested
+causally as
   ``llmwatch eval`` does, giving the same figures (precision, recall, F1, false alarms per day,
   detection delay, NAB score); each scenario signal keeps its own alert direction;
 * the **recent history**: fitted on the first part of the pulled window and replayed over the
@@ -13,7 +14,7 @@ own refits keep it. Two views of each candidate:
 
 Examples
 --------
->>> from detector.signals import SignalSettings
+>>> from detector.service.config import SignalSettings
 >>> strict = Candidate("strict", {"thresholds": {"enter": 0.99}})
 >>> strict.apply(SignalSettings(name="rps", query="x")).thresholds.enter
 0.99
@@ -32,14 +33,14 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from detector.backtest import BacktestSettings
-from detector.ensemble import EnsembleScores
+from detector.core.ensemble import EnsembleScores
+from detector.core.timeutil import DAY_S, seconds
+from detector.evaluation.backtest import BacktestSettings
 from detector.evaluation.events import EventMetrics
 from detector.evaluation.runner import Corpus, CorpusReport, evaluate_corpus
-from detector.model import SignalModel, fit_signal_model, trainable_columns
-from detector.scenarios import SCENARIO_NAMES, SIGNAL_DIRECTIONS, generate
-from detector.signals import DetectorSettings, SignalSettings
-from detector.timeutil import DAY_S, seconds
+from detector.evaluation.scenarios import SCENARIO_NAMES, SIGNAL_DIRECTIONS, generate
+from detector.service.config import DetectorSettings, SignalSettings
+from detector.service.training import SignalModel, fit_signal_model, trainable_columns
 from detector.workbench.data import History
 
 __all__ = [
@@ -140,7 +141,8 @@ def scenario_corpus(
 ) -> Corpus:
     """The labelled scenarios (all by default, as ``llmwatch eval``); fewer or shorter are cheaper.
 
-    ``days`` must leave room for incidents after day 4 (see :func:`detector.scenarios.generate`).
+    ``days`` must leave room for incidents after day 4 (see
+    :func:`detector.evaluation.scenarios.generate`).
     """
     frames, windows = {}, {}
     for name in SCENARIO_NAMES if names is None else tuple(names):

@@ -1,8 +1,9 @@
 """Pulling history for the notebooks: settings, time ranges, a week of every signal in pandas.
 
-History comes through the service's own :class:`~detector.source.PrometheusSource`, so a notebook
-sees exactly the values, grid and gaps the detector sees. A signal's frame has one column per
-series keyed as the service keys it (:func:`~detector.source.series_key`);
+History comes through the service's own :class:`~detector.service.source.PrometheusSource`, so a
+notebook sees exactly the values, grid and gaps the detector sees. A signal's frame has one column
+per
+series keyed as the service keys it (:func:`~detector.service.source.series_key`);
 :func:`readable` renames them for titles and legends (``gpu_memory_used_mb{device="0"}``).
 
 Examples
@@ -28,10 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from detector.model import SignalModel, fit_signal_model, trainable_columns
-from detector.signals import DetectorSettings, SignalSettings, load_settings
-from detector.source import PrometheusSource, SeriesBatch, Source
-from detector.timeutil import parse_duration, seconds
+from detector.core.timeutil import seconds
+from detector.service.config import DetectorSettings, SignalSettings, load_settings
+from detector.service.source import PrometheusSource, SeriesBatch, Source
+from detector.service.training import SignalModel, fit_signal_model, trainable_columns
+from llmwatch.durations import parse_duration
 
 __all__ = [
     "History",
@@ -140,7 +142,7 @@ def pull_history(
 ) -> History:
     """Every configured signal (or those named) over ``[start, end]``, as the service pulls it.
 
-    Raises :class:`~detector.source.SourceError` when Prometheus cannot be queried.
+    Raises :class:`~detector.service.source.SourceError` when Prometheus cannot be queried.
     """
     if end <= start:
         raise ValueError(f"the range is empty: end {end} is not after start {start}")

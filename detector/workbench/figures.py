@@ -1,7 +1,9 @@
-"""Figures of the notebooks beyond :mod:`detector.plots`: profiles, event timelines, co-movement.
+"""Figures of the notebooks beyond :mod:`detector.workbench.plots`: profiles, event timelines,
+co-movement.
 
-Built without pyplot like :mod:`detector.plots` and in its look (:mod:`detector.plot_common`): no
-global state, no display needed, titles, units and times in local time (or the ``tz`` given);
+Built without pyplot like :mod:`detector.workbench.plots` and in its look
+(:mod:`detector.workbench.plot_common`): no global state, no display needed, titles, units and times
+in local time (or the ``tz`` given);
 each ``save`` writes a PNG. The ``*_figures`` functions draw one figure per series and return
 the PNG paths, which :func:`show` displays in a notebook.
 """
@@ -19,8 +21,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from detector.model import SignalModel
-from detector.plot_common import (
+from detector.service.training import SignalModel
+from detector.workbench.candidates import Replay
+from detector.workbench.data import column_label, unit_of
+from detector.workbench.plot_common import (
     ANOMALY_COLOR,
     BAND_COLOR,
     STYLE,
@@ -31,9 +35,7 @@ from detector.plot_common import (
     time_zone,
     zone_name,
 )
-from detector.plots import plot_decomposition, plot_ensemble_scores
-from detector.workbench.candidates import Replay
-from detector.workbench.data import column_label, unit_of
+from detector.workbench.plots import plot_decomposition, plot_ensemble_scores
 
 __all__ = [
     "decomposition_figures",

@@ -28,10 +28,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from detector.robust import robust_sigma
-from detector.signals import DetectorSettings
-from detector.source import Source, series_key
-from detector.timeutil import DAY_S
+from detector.core.robust import robust_sigma
+from detector.core.timeutil import DAY_S
+from detector.service.config import DetectorSettings
+from detector.service.source import Source, series_key
 from detector.workbench.data import column_label, pull_history, readable
 
 __all__ = [

@@ -1,8 +1,8 @@
 """Publishing a chosen candidate to the model registry, checking the service took it, rolling back.
 
 A published version is exactly what ``llmwatch train`` writes (a
-:class:`~detector.model.SignalModel` under the service's registry name for the signal, with the
-training window, data hash and parameters in its manifest) plus the candidate's name and
+:class:`~detector.service.training.SignalModel` under the service's registry name for the signal,
+with the training window, data hash and parameters in its manifest) plus the candidate's name and
 evaluation figures, so a running ``llmwatch detect`` verifies the checksum and swaps it in at its
 next cycle. The service's own scheduled refits use ``configs/detector.yaml``:
 :func:`config_snippet` gives the lines that keep the chosen settings past the next refit.
@@ -19,10 +19,10 @@ import httpx
 import pandas as pd
 import yaml
 
-from detector.manifest import data_hash
-from detector.model import fit_signal_model, registry_name, trainable_columns
-from detector.registry import ModelRegistry, ModelVersion, RegistryError
-from detector.signals import DetectorSettings
+from detector.registry.manifest import data_hash
+from detector.registry.store import ModelRegistry, ModelVersion, RegistryError
+from detector.service.config import DetectorSettings
+from detector.service.training import fit_signal_model, registry_name, trainable_columns
 from detector.workbench.candidates import Candidate
 from detector.workbench.data import History
 

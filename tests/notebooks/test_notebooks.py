@@ -24,17 +24,20 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from support.requires import need_binary
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from support.servers import PROMETHEUS, PrometheusServer
 from support.workbench import INCIDENT_SIGNALS, DetectorProcess, demo_config, demo_history
 
-from detector.model import SignalModel, train_signal
-from detector.registry import ModelRegistry
-from detector.signals import DetectorSettings, load_settings
-from detector.source import PrometheusSource
+from detector.service.training import SignalModel, train_signal
+from detector.registry.store import ModelRegistry
+from detector.service.config import DetectorSettings, load_settings
+from detector.service.source import PrometheusSource
 from detector.workbench import EVALUATION_COLUMNS
+
+pytestmark = pytest.mark.integration
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 STORED = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -74,8 +77,7 @@ def test_every_notebook_is_stored_without_outputs_and_with_one_parameters_cell()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not os.access(PROMETHEUS, os.X_OK):
-        pytest.skip(f"{PROMETHEUS} is not installed (apt-get install prometheus)")
+    need_binary(PROMETHEUS, "make stack-tools, or apt-get install prometheus")
     root = tmp_path_factory.mktemp("notebooks")
     now = float(np.floor(time.time() / STEP) * STEP)
     (root / "prometheus").mkdir()

@@ -13,7 +13,9 @@ import httpx
 import pytest
 from support.serving import free_port
 
-from detector.cli import main
+from llmwatch.cli import main
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +26,7 @@ def test_serve_synthetic_answers_and_shuts_down_cleanly(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "detector.cli",
+        "llmwatch.cli",
         "serve",
         "--engine",
         "synthetic",
@@ -93,7 +95,7 @@ def test_serve_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str])
 
 
 def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
-    from detector.cli import build_parser
+    from llmwatch.cli import build_parser
     from serving.cli import build_engine, settings_from_args
 
     flags = "serve --engine synthetic --max-running 3 --max-model-len 512 --speed 8 --seed 4"
@@ -117,7 +119,7 @@ def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
 
 
 def test_the_package_loads_no_numba_until_a_tracker_runs() -> None:
-    # vLLM's CPU worker, spawned with `detector.cli` as its main module, scans the objects of every
+    # vLLM's CPU worker, spawned with `llmwatch.cli` as its main module, scans the objects of every
     # loaded module at start-up and fails on llvmlite's; numba must load only when a tracker runs.
     code = """
 import importlib, pkgutil, sys
@@ -127,7 +129,7 @@ for package in (detector, serving):
         if info.name not in ("serving.engines.vllm", "serving.locustfile"):
             importlib.import_module(info.name)
 print(sorted(m for m in ("numba", "llvmlite") if m in sys.modules))
-from detector.ensemble import Ensemble
+from detector.core.ensemble import Ensemble
 import pandas as pd
 index = pd.date_range("2026-01-05", periods=300, freq="h")
 Ensemble().fit(pd.DataFrame({"x": range(300)}, index=index))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.serving import LiveServer, build, sample, statuses
 
-from detector.cli import build_parser, main
+from llmwatch.cli import build_parser, main
 from serving.config import DEFAULT_JSON_PROMPT_PATTERN
 from serving.loadgen import LoadSettings, run_load, summarize
 from serving.workload import KINDS, arrival_times, daily_rate_factor, sample_request

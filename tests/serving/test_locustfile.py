@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support.serving import LiveServer, build, statuses
+
+pytestmark = pytest.mark.integration
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "serving" / "locustfile.py"
 

@@ -21,10 +21,13 @@ import httpx
 import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import requires
 
 from serving.engines import vllm as vllm_engine
 from serving.engines.vllm import choose_dtype
 from serving.model_setup import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / DEFAULT_MODEL_DIR
@@ -83,13 +86,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A running vLLM server; yields a client with its base URL."""
     missing = _missing()
     if missing:
-        pytest.skip(missing)
+        requires.missing(missing, "make model")
     workdir = tmp_path_factory.mktemp("vllm-server")
     port = _free_port()
     log = (workdir / "serve.log").open("wb")
     env = {**os.environ, "LLMWATCH_SERVING_VLLM_CACHE_DIR": str(workdir / "vllm")}
     command = [
-        sys.executable, "-m", "detector.cli", "serve", "--engine", "vllm",
+        sys.executable, "-m", "llmwatch.cli", "serve", "--engine", "vllm",
         "--model", str(MODEL), "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN),
         "--max-running", "4", "--request-timeout", str(TIMEOUT_S), "--log-level", "warning",
     ]  # fmt: skip

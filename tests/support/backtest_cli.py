@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.cli import main
+from llmwatch.cli import main
 
 __all__ = ["error_line", "nab_rows", "run_ok", "write_csv", "write_text"]
 

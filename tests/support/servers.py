@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detector.stack.backfill import (
+from demo.backfill import (
     PROMTOOL,
     Series,
     backfill_prometheus,

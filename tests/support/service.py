@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from detector.history import EventStore
-from detector.registry import ModelRegistry
-from detector.service import DetectorService
-from detector.signals import DetectorSettings, load_settings
+from detector.registry.store import ModelRegistry
+from detector.service.config import DetectorSettings, load_settings
+from detector.service.history import EventStore
+from detector.service.loop import DetectorService
 from support.history import daily_series, grid_times
 from support.servers import Series
 

@@ -28,7 +28,7 @@ import uvicorn
 import yaml
 from fastapi import FastAPI
 
-from detector.scenarios import generate
+from detector.evaluation.scenarios import generate
 from support.servers import Series, free_port
 
 __all__ = [
@@ -122,7 +122,7 @@ class DetectorProcess:
     def start(self, timeout: float = 120.0) -> DetectorProcess:
         """Start and wait until ``/api/v1/models`` lists a model for every signal."""
         self.port = int(yaml.safe_load(self.config.read_text())["port"])
-        cmd = [sys.executable, "-m", "detector.cli", "detect", "--config", str(self.config)]
+        cmd = [sys.executable, "-m", "llmwatch.cli", "detect", "--config", str(self.config)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

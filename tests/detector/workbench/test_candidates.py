@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detector.core.timeutil import seconds
 from detector.evaluation.runner import evaluate_corpus
-from detector.scenarios import SIGNAL_DIRECTIONS, generate
-from detector.signals import SignalSettings, load_settings
-from detector.source import SeriesBatch
-from detector.timeutil import seconds
+from detector.evaluation.scenarios import SIGNAL_DIRECTIONS, generate
+from detector.service.config import SignalSettings, load_settings
+from detector.service.source import SeriesBatch
 from detector.workbench import (
     EVALUATION_COLUMNS,
     HISTORY_COLUMNS,

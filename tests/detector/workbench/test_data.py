@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from support.workbench import CONFIG, demo_history
 
-from detector.signals import ConfigError
-from detector.source import SourceError
+from detector.service.config import ConfigError
+from detector.service.source import SourceError
 from detector.workbench import (
     fit_models,
     history_summary,
@@ -22,6 +22,8 @@ from detector.workbench import (
     signal_table,
     unit_of,
 )
+
+pytestmark = pytest.mark.integration
 
 NOW = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.scenarios import generate
-from detector.signals import load_settings
-from detector.source import SeriesBatch
+from detector.evaluation.scenarios import generate
+from detector.service.config import load_settings
+from detector.service.source import SeriesBatch
 from detector.workbench import (
     Candidate,
     decomposition_figures,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from support.workbench import ApiServer
 
-from detector.api import create_api
-from detector.history import EventStore
+from detector.service.api import create_api
+from detector.service.history import EventStore
 from detector.workbench import (
     EVENT_COLUMNS,
     deviation_scores,

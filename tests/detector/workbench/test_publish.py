@@ -14,14 +14,14 @@ import yaml
 from support.servers import free_port
 from support.workbench import ApiServer
 
-from detector.manifest import data_hash
-from detector.model import SignalModel
-from detector.registry import ModelRegistry
-from detector.scenarios import generate
-from detector.server import create_app
-from detector.service import DetectorService
-from detector.signals import Shard, load_settings
-from detector.source import FileSource, SeriesBatch, series_key
+from detector.evaluation.scenarios import generate
+from detector.registry.manifest import data_hash
+from detector.registry.store import ModelRegistry
+from detector.service.config import Shard, load_settings
+from detector.service.loop import DetectorService
+from detector.service.server import create_app
+from detector.service.source import FileSource, SeriesBatch, series_key
+from detector.service.training import SignalModel
 from detector.workbench import (
     EVALUATION_COLUMNS,
     HISTORY_COLUMNS,

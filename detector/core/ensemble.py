@@ -1,0 +1,395 @@
+"""The ensemble the service runs: seasonal baseline, level shift and isolation forest, calibrated.
+
+Every family's raw score is calibrated on the training data into ``anomaly_score`` in [0, 1]; a
+signal's score is the largest of its families', the overall score the largest of all signals' and
+the joint isolation forest's, so each alarm can be traced to the family and signal that raised it.
+Hysteresis turns scores into the ``anomalous`` decision per signal and overall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from detector.core.base import (
+    Directions,
+    NotFittedError,
+    ParamsMixin,
+    check_choice,
+    check_directions,
+    check_frame,
+    check_range,
+)
+from detector.core.calibration import CalibratorBank, TailCalibrator
+from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES
+from detector.core.families.counts import denominator_trials
+from detector.core.families.iforest import JOINT, IsolationForestDetector
+from detector.core.families.levelshift import LevelShiftDetector
+from detector.core.families.seasonal import SeasonalBaseline
+from detector.core.families.sustained import SustainedShift
+from detector.core.hysteresis import Hysteresis, HysteresisGroup
+from detector.core.refractory import Refractory
+from detector.core.timeutil import DAY_S, seconds
+
+__all__ = ["JOINT", "OVERALL", "Ensemble", "EnsembleScores"]
+
+# The families that score each signal on its own (the isolation forest scores them jointly).
+_PER_SIGNAL = ("seasonal", "levelshift", "sustained")
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class EnsembleScores:
+    """Everything the ensemble says about a stretch of rows."""
+
+    anomaly_score: pd.Series  # overall, in [0, 1]
+    anomalous: pd.Series  # overall 0/1 decision after hysteresis
+    signal_scores: pd.DataFrame  # per signal, in [0, 1]
+    signal_anomalous: pd.DataFrame  # per signal 0/1
+    detector_scores: pd.DataFrame  # columns (signal or "joint", family), in [0, 1]
+    actual: pd.DataFrame
+    expected: pd.DataFrame
+    lower: pd.DataFrame
+    upper: pd.DataFrame
+    # The baseline's standardised residuals, which the isolation forest scored: enough to
+    # explain its score afterwards (:meth:`IsolationForestDetector.contributions`).
+    residuals: pd.DataFrame | None = None
+
+
+def _calibrator(family: str, counted: bool) -> TailCalibrator:
+    """The calibrator of a column: counts' scores are normal scores, tail included; a drift of
+    hours in the training window fills percents of the sustained family's rows, so its tail is
+    read from the 90th percentile on, where most exceedances are still ordinary."""
+    if counted and family in _PER_SIGNAL:
+        return TailCalibrator(tail="normal")
+    if family == "sustained":
+        return TailCalibrator(tail_quantile=0.9)
+    return TailCalibrator()
+
+
+class Ensemble(ParamsMixin):
+    """Fit, score and stream every signal of a frame with the configured detector families.
+
+    Parameters
+    ----------
+    directions : str or dict
+        Alert direction for every signal, or a mapping signal -> ``"up"``/``"down"``/``"both"``.
+    families : tuple of str
+        Which of ``FAMILIES`` to run (default ``DEFAULT_FAMILIES``); ``"seasonal"`` is always
+        needed as the others use its residuals.
+    transform, seasonality, bins_per_day, level_halflife, accept_points, band, ratios :
+        Passed to :class:`~detector.core.families.seasonal.SeasonalBaseline`.
+    accept_after : float
+        Seconds a new level must hold before the expectation and band accept it as normal (the
+        slow tracker's acceptance horizon); until then the sustained family keeps the signal
+        anomalous.
+    denominators : dict, optional
+        Ratio signal -> request-rate signal of the same frame: the ratio is scored as counts,
+        with the rate (per second) times the step as the requests behind each row.
+    window : int
+        Points in the level-shift and isolation-forest windows.
+    horizons : tuple of float
+        Window lengths, in seconds, of the sustained family.
+    persist : float
+        An open event stays open while the signal's shortest sustained window deviates at least
+        this many standardised units in its alert direction (the signal is still away from its
+        band), even once no family scores above ``leave``.
+    max_profile_ratio : float
+        The sustained family raises no alarm of its own (it still keeps events open) for a
+        signal whose seasonal profile swings more than this many residual scales: there the
+        expectation hours ahead is only as good as the profile, and a day unlike the training
+        days (the first weekend) would read as hours of deviation.
+    horizon : float
+        Seconds of normal data the calibration refers to (see :mod:`detector.core.calibration`).
+    enter, leave, min_points :
+        Hysteresis of the ``anomalous`` decision.
+    refractory : int
+        Rows after a signal's onset (a score at or above ``enter``) during which its repeats are
+        held just below ``enter`` (:mod:`detector.core.refractory`); 0 turns it off.
+    random_state : int
+        Seed for the isolation forest.
+
+    Examples
+    --------
+    >>> idx = pd.date_range("2026-01-05", periods=3000, freq="5min")
+    >>> rng = np.random.default_rng(1)
+    >>> frame = pd.DataFrame({"latency": 1 + 0.05 * rng.normal(size=3000)}, index=idx)
+    >>> model = Ensemble(directions="up").fit(frame.iloc[:2500])
+    >>> spike = frame.iloc[2500:2510].copy()
+    >>> spike.iloc[5] = 3.0
+    >>> out = model.score(spike)
+    >>> bool(out.anomaly_score.iloc[5] > 0.99), bool(out.anomaly_score.iloc[0] < 0.5)
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        *,
+        directions: Directions = "both",
+        families: tuple[str, ...] = DEFAULT_FAMILIES,
+        transform: str = "none",
+        seasonality: str = "auto",
+        bins_per_day: int = 24,
+        level_halflife: float | str = "auto",
+        accept_points: int = 3,
+        band: float = 3.0,
+        ratios: str = "auto",
+        accept_after: float = 2 * 3600.0,
+        denominators: dict[str, str] | None = None,
+        window: int = 8,
+        horizons: tuple[float, ...] = (300.0, 600.0, 1200.0, 3600.0),
+        persist: float = 3.0,
+        max_profile_ratio: float = 3.0,
+        horizon: float = DAY_S,
+        enter: float = 0.95,
+        leave: float = 0.5,
+        min_points: int = 1,
+        refractory: int = 20,
+        random_state: int = 0,
+    ) -> None:
+        self.directions = directions
+        self.families = families
+        self.transform = transform
+        self.seasonality = seasonality
+        self.bins_per_day = bins_per_day
+        self.level_halflife = level_halflife
+        self.accept_points = accept_points
+        self.band = band
+        self.ratios = ratios
+        self.accept_after = accept_after
+        self.denominators = denominators
+        self.window = window
+        self.horizons = horizons
+        self.persist = persist
+        self.max_profile_ratio = max_profile_ratio
+        self.horizon = horizon
+        self.enter = enter
+        self.leave = leave
+        self.min_points = min_points
+        self.refractory = refractory
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        check_directions(self.directions)
+        for family in self.families:
+            check_choice("families", family, FAMILIES)
+        if "seasonal" not in self.families:
+            raise ValueError("families must include 'seasonal': the others score its residuals")
+        check_range("horizon", self.horizon, 0.0, math.inf, closed="neither")
+        check_range("accept_after", self.accept_after, 0.0, math.inf)
+        check_range("persist", self.persist, 0.0, math.inf, closed="neither")
+        check_range("max_profile_ratio", self.max_profile_ratio, 0.0, math.inf, closed="neither")
+        Hysteresis(enter=self.enter, leave=self.leave, min_points=self.min_points)
+        check_range("refractory", self.refractory, 0, 1_000_000)
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+        """Fit every family on ``frame`` and calibrate their scores on it.
+
+        ``trials`` optionally gives the requests behind the rows of ratio signals (see
+        :meth:`~detector.core.families.seasonal.SeasonalBaseline.fit`); ``denominators`` are another
+        way to say the same from the frame's own rate signals.
+        """
+        self._validate_params()
+        frame = check_frame(frame)
+        if frame.shape[0] < 3:
+            raise ValueError(f"need at least 3 rows to fit, got {frame.shape[0]}")
+        self.signals_ = list(frame.columns)
+        step = float(np.median(np.diff(seconds(frame.index)))) if frame.shape[0] > 1 else 1.0
+        self.step_s_ = max(step, 1e-3)
+        trials = self._trials(frame, trials)
+        self.baseline_ = SeasonalBaseline(
+            directions=self.directions,
+            transform=self.transform,
+            seasonality=self.seasonality,
+            bins_per_day=self.bins_per_day,
+            level_halflife=self.level_halflife,
+            accept_points=self.accept_points,
+            band=self.band,
+            ratios=self.ratios,
+            slow_accept_after=self.accept_after,
+        ).fit(frame, trials)
+        dec = self.baseline_.train_decomposition_
+        z = dec.z
+        self.members_: dict[str, Any] = {}
+        if "levelshift" in self.families:
+            self.members_["levelshift"] = LevelShiftDetector(
+                window=self.window, directions=self.directions
+            ).fit(z)
+        if "sustained" in self.families:
+            self.members_["sustained"] = SustainedShift(
+                horizons=self.horizons, directions=self.directions
+            ).fit(SustainedShift.parts(dec.u, dec.events, dec.means))
+            models = self.baseline_.stacked_
+            swing = models.profile_spread() / np.median(models.slow_scale, axis=1)
+            self.sustained_alarms_ = swing <= self.max_profile_ratio
+        if "iforest" in self.families:
+            self.members_["iforest"] = IsolationForestDetector(
+                window=self.window, directions=self.directions, random_state=self.random_state
+            ).fit(z)
+        raw = self._raw_training_scores()
+        # Each (signal, family) is one more chance of a false alarm: calibrating every one against
+        # the horizon times their number keeps the overall rate what one threshold promises.
+        n_tests = sum(scores.shape[1] for scores in raw.values())
+        horizon_points = max(self.horizon / self.step_s_, 1.0) * n_tests
+        # The tracker's first rows have no history yet; their scores would inflate the tails.
+        skip = min(frame.shape[0] // 5, 50)
+        # Ratios are scored as counts against a Poisson model: their scores are normal scores,
+        # and so is the tail beyond what training showed.
+        counted = {self.signals_[j] for j in self.baseline_.counts_.columns}
+        calibrators = {}
+        for family, scores in raw.items():
+            for column in scores.columns:
+                cal = _calibrator(family, column in counted).fit(
+                    scores[column].to_numpy()[skip:], horizon_points=horizon_points
+                )
+                calibrators[(column, family)] = cal
+        # One calibrator per (signal or "joint", family), in the order of the scores' columns.
+        self.calibrators_ = CalibratorBank(calibrators)
+        self.detector_columns_ = pd.MultiIndex.from_tuples(self.calibrators_.labels)
+        self.training_end_ = frame.index[-1]
+        self.training_start_ = frame.index[0]
+        # The refractory periods run per signal, and for each joint (cross-signal) column.
+        joint = [label[0] for label in self.calibrators_.labels if label[0] not in self.signals_]
+        units = {name: j for j, name in enumerate(dict.fromkeys([*self.signals_, *joint]))}
+        self.column_units_ = np.array(
+            [units[label[0]] for label in self.calibrators_.labels], dtype=np.int64
+        )
+        self.refractory_ = Refractory(list(units), enter=self.enter, points=self.refractory)
+        self.hysteresis_ = HysteresisGroup(
+            [*self.signals_, OVERALL],
+            enter=self.enter,
+            leave=self.leave,
+            min_points=self.min_points,
+        )
+        return self
+
+    def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame | None:
+        """Explicit ``trials``, with those the ``denominators`` give from the frame on top."""
+        if not self.denominators:
+            return trials
+        return denominator_trials(frame, self.denominators, self.step_s_, trials)
+
+    def _raw_training_scores(self) -> dict[str, pd.DataFrame]:
+        out = {"seasonal": self.baseline_.train_scores_}
+        for name, member in self.members_.items():
+            out[name] = self._alarm_scores(name, member.train_scores_)
+        return out
+
+    def _alarm_scores(self, family: str, scores: pd.DataFrame) -> pd.DataFrame:
+        """A family's raw scores as calibrated (the sustained family's, where it may alarm)."""
+        if family != "sustained":
+            return scores
+        return scores["score"] * self.sustained_alarms_
+
+    def compact(self) -> Self:
+        """Drop what only fitting needed; scores and decisions stay the same.
+
+        The training residuals and raw training scores go, and each calibrator keeps only the
+        scores that can still matter (:meth:`~detector.core.calibration.TailCalibrator.compact`):
+        a model then costs kilobytes per signal instead of the size of its training data.
+        """
+        if not hasattr(self, "baseline_"):
+            raise NotFittedError("Ensemble is not fitted yet; call fit() first")
+        for detector in (self.baseline_, *self.members_.values()):
+            for name in ("train_decomposition_", "train_scores_"):
+                if hasattr(detector, name):
+                    delattr(detector, name)
+        self.calibrators_.compact()
+        return self
+
+    def carry_decisions(self, previous: Ensemble) -> None:
+        """Continue the ``anomalous`` decisions and refractory periods of the model replaced."""
+        self.hysteresis_.carry(previous.hysteresis_)
+        self.refractory_.carry(previous.refractory_)
+
+    def _unit_scores(self, matrix: np.ndarray, per_signal: np.ndarray) -> np.ndarray:
+        """Scores of the refractory units: each signal's, then each joint column's maximum."""
+        n = len(self.signals_)
+        extra = len(self.refractory_) - n
+        if extra == 0:
+            return per_signal
+        joint = np.full((matrix.shape[0], extra), -np.inf)
+        for column, unit in enumerate(self.column_units_):
+            if unit >= n:
+                np.maximum(joint[:, unit - n], matrix[:, column], out=joint[:, unit - n])
+        return np.hstack([per_signal, joint])
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
+        """Score rows that follow the training data, without changing the model."""
+        return self._score(frame, trials, advance=False)
+
+    def update(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
+        """Score new rows and keep the streaming state (levels, windows, decisions)."""
+        return self._score(frame, trials, advance=True)
+
+    def _score(
+        self, frame: pd.DataFrame, trials: pd.DataFrame | None, *, advance: bool
+    ) -> EnsembleScores:
+        if not hasattr(self, "baseline_"):
+            raise NotFittedError("Ensemble is not fitted yet; call fit() first")
+        frame = check_frame(frame).reindex(columns=self.signals_)
+        trials = self._trials(frame, trials)
+        dec = self.baseline_.decompose(frame, trials=trials, advance=advance)
+        raw = {"seasonal": self.baseline_.scores_from(dec.z)}
+        for name, member in self.members_.items():
+            data = dec.z
+            if name == "sustained":
+                data = SustainedShift.parts(dec.u, dec.events, dec.means)
+            out = member.update(data) if advance else member.score(data)
+            if name == "sustained":
+                keep = out["keep"].to_numpy() >= self.persist
+            raw[name] = self._alarm_scores(name, out)
+        # Plain arrays from here on: per-column pandas operations dominate when many signals are
+        # scored at once. Columns follow the calibrators: each family's, in family order.
+        matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))
+        n = len(self.signals_)
+        per_signal = matrix[:, :n].copy()
+        start = 0
+        for family, scores in raw.items():
+            if family in _PER_SIGNAL:
+                np.maximum(per_signal, matrix[:, start : start + n], out=per_signal)
+            start += scores.shape[1]
+        # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
+        # per episode, and ``min_points`` needs consecutive rows that holding would cap.
+        # The overall column's own hysteresis sees only the cross-signal (joint) columns; the
+        # overall alarm is on while it or any signal's alarm is.
+        joint = np.flatnonzero(self.column_units_ >= n)
+        overall_in = matrix[:, joint].max(axis=1) if joint.size else np.zeros(frame.shape[0])
+        decisions = np.column_stack([per_signal, overall_in])
+        if "sustained" in self.members_:
+            # A lasting deviation holds a signal's score at ``leave`` for the hysteresis: its
+            # open event stays open, a closed one does not open (``leave`` is below ``enter``).
+            hold = min(self.leave, float(np.nextafter(self.enter, -np.inf)))
+            decisions[:, :n] = np.where(keep, np.maximum(per_signal, hold), per_signal)
+        was_on = self.hysteresis_.on[:n].astype(bool)
+        decided = self.hysteresis_.decide(decisions, advance=advance)
+        decided[:, n] = np.maximum(decided[:, n], decided[:, :n].max(axis=1, initial=0))
+        # A signal's onset is found on its score across families; a held row holds every
+        # family's score of that signal, so no detector column reports the repeat either. Rows
+        # that continue an open event are repeats too: the event is the news, once.
+        held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
+        on = decided[:, :n].astype(bool)
+        held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
+        cap = self.refractory_.cap
+        matrix = np.where(held[:, self.column_units_], np.minimum(matrix, cap), matrix)
+        per_signal = np.where(held[:, :n], np.minimum(per_signal, cap), per_signal)
+        detector_scores = pd.DataFrame(matrix, index=frame.index, columns=self.detector_columns_)
+        overall = matrix.max(axis=1)
+        return EnsembleScores(
+            anomaly_score=pd.Series(overall, index=frame.index, name="anomaly_score"),
+            anomalous=pd.Series(decided[:, n], index=frame.index, name="anomalous"),
+            signal_scores=pd.DataFrame(per_signal, index=frame.index, columns=self.signals_),
+            signal_anomalous=pd.DataFrame(decided[:, :n], index=frame.index, columns=self.signals_),
+            detector_scores=detector_scores,
+            actual=frame,
+            expected=dec.expected,
+            lower=dec.lower,
+            upper=dec.upper,
+            residuals=dec.z,
+        )

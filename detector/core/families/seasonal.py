@@ -1,0 +1,388 @@
+"""Seasonal baseline: STL profiles keyed by wall-clock phase, a robust level tracker, robust scales.
+
+The model for one signal is ``x(t) = level(t) + season(phase(t)) + noise``. ``fit`` aggregates the
+training data into fixed wall-clock bins (medians, so single spikes do not bend the profile),
+runs statsmodels' STL on that short regular series and keeps the seasonal component as a table
+indexed by time of day (or of week). Online, a Huber-clipped exponential tracker follows the level,
+so an outlier moves it little while a slow drift is followed; a shift that persists for
+``accept_points`` becomes the new level, as an operator would accept a new normal. Residuals are
+scaled by a MAD per time-of-day bin, shrunk towards the global MAD and floored so that a zero MAD
+(ratios that are mostly 0, flat series) never turns noise into alarms. Ratios of counts (error
+ratios) are scored as counts instead (:mod:`detector.core.families.counts`), with the trials behind
+each row given (a denominator) or inferred from the ratio's spread by time of day.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import pandas as pd
+
+from detector.core.base import (
+    BaseDetector,
+    Directions,
+    apply_directions,
+    check_choice,
+    check_directions,
+    check_frame,
+    check_range,
+)
+from detector.core.families.counts import fit_counts, looks_like_ratio, normal_score
+from detector.core.families.seasonal_fit import choose_period, phase_scales, seasonal_profile
+from detector.core.families.seasonal_models import SignalModel, StackedModels
+from detector.core.smoothing import Tracks, best_halflife, ewma_before, track_levels
+from detector.core.timeutil import DAY_S, phase_lookup, seconds
+
+__all__ = ["Decomposition", "SeasonalBaseline"]
+
+_SEASONALITIES = ("auto", "daily", "weekly", "none")
+# Training values further than this many typical deviations from the median are clipped before
+# the half-life and the scales are estimated.
+_WINSOR = 1000.0
+# A single event is never clipped by a ratio's level trackers: clipping it would bias the
+# expected proportion of rare events towards 0.
+_MIN_CLIP_EVENTS = 1.5
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """Per-row view of the baseline: signed standardised residuals, expectation and band.
+
+    ``z`` is measured against the fast tracker (what is new since the last few points); ``u``,
+    the expectation and the band are the slow tracker's, the stable picture an operator compares
+    with. For ratio columns ``events`` and ``means`` are the counts seen and expected (against
+    the slow tracker) behind each row, so that windows of rows can be scored as counts; they are
+    NaN in other columns.
+    """
+
+    z: pd.DataFrame
+    u: pd.DataFrame
+    expected: pd.DataFrame
+    lower: pd.DataFrame
+    upper: pd.DataFrame
+    events: pd.DataFrame
+    means: pd.DataFrame
+
+
+def _winsorised(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped at its median plus or minus ``_WINSOR`` times its typical step.
+
+    >>> float(_winsorised(np.r_[np.arange(10.0), 1e6, np.arange(10.0)]).max())
+    3005.0
+    """
+    if x.size < 3:
+        return x
+    centre = float(np.median(x))
+    step = float(np.median(np.abs(np.diff(x))))
+    spread = max(step, float(np.median(np.abs(x - centre))), 1e-12 * max(1.0, abs(centre)))
+    return np.clip(x, centre - _WINSOR * spread, centre + _WINSOR * spread)
+
+
+class SeasonalBaseline(BaseDetector):
+    """Expected value, band and direction-aware score for each signal of a frame.
+
+    Parameters
+    ----------
+    directions : str or dict
+        ``"up"``, ``"down"`` or ``"both"`` for every signal, or a mapping signal -> direction
+        (signals not named get ``"both"``).
+    transform : {"auto", "log", "none"}
+        ``"log"`` models ``log(x + c)``, so seasonal swings and noise scale with the level as they
+        do for traffic and latency (``c`` is 5 % of the typical positive value, keeping zeros
+        finite); ``"auto"`` does so for series that are never negative. The default models the
+        values as they are, which served every evaluated corpus best.
+    seasonality : {"auto", "daily", "weekly", "none"}
+        ``"auto"`` uses a weekly profile with two weeks of data, a daily one with two days, and
+        none otherwise; the choice and the reason are kept in ``seasonality_``.
+    bins_per_day : int
+        Resolution of the wall-clock profile and of the per-phase scales.
+    min_strength : float
+        Seasonal strength (1 - var(remainder) / var(seasonal + remainder)) below which the profile
+        is dropped as noise.
+    level_halflife : float or "auto"
+        Seconds for the level tracker to move half-way to a new level within the clip;
+        ``"auto"`` picks, per signal, the exponential smoothing that best predicts the next
+        training point (the optimal tracker for a local-level model), so a wandering series is
+        followed closely and a noisy stationary one smoothly.
+    clip : float
+        Residuals are clipped to this many scales before they move the level.
+    accept_points : int
+        Consecutive points outside the clip, on the same side, after which the fast tracker takes
+        their mean as its new level: the score marks where a shift starts, then re-arms for the
+        next change instead of repeating the same alarm.
+    slow_halflife, slow_accept_after : float
+        The same for the slow tracker behind the expected value and band: an operator sees a
+        shift against the usual level for hours after the score has marked its onset.
+    band : float
+        Half-width of the expected band, in scales.
+    ratios : {"auto", "none"}
+        ``"auto"`` scores columns that look like proportions of rare events (all values in
+        [0, 1], many exact zeros) as counts; columns given ``trials`` at ``fit`` always are.
+
+    Examples
+    --------
+    >>> idx = pd.date_range("2026-01-05", periods=2000, freq="5min")
+    >>> values = 10 + np.sin(np.arange(2000) * 2 * np.pi / 288)
+    >>> frame = pd.DataFrame({"rps": values}, index=idx)
+    >>> model = SeasonalBaseline(directions="up").fit(frame)
+    >>> model.seasonality_["rps"]
+    'daily'
+    """
+
+    def __init__(
+        self,
+        *,
+        directions: Directions = "both",
+        transform: str = "none",
+        seasonality: str = "auto",
+        bins_per_day: int = 24,
+        min_strength: float = 0.2,
+        level_halflife: float | str = "auto",
+        clip: float = 3.0,
+        accept_points: int = 3,
+        slow_halflife: float = 6 * 3600.0,
+        slow_accept_after: float = 2 * 3600.0,
+        band: float = 3.0,
+        ratios: str = "auto",
+    ) -> None:
+        self.directions = directions
+        self.transform = transform
+        self.seasonality = seasonality
+        self.bins_per_day = bins_per_day
+        self.min_strength = min_strength
+        self.level_halflife = level_halflife
+        self.clip = clip
+        self.accept_points = accept_points
+        self.slow_halflife = slow_halflife
+        self.slow_accept_after = slow_accept_after
+        self.band = band
+        self.ratios = ratios
+
+    def _validate_params(self) -> None:
+        check_choice("transform", self.transform, ("auto", "log", "none"))
+        check_choice("seasonality", self.seasonality, _SEASONALITIES)
+        check_range("bins_per_day", self.bins_per_day, 4, 288)
+        check_range("min_strength", self.min_strength, 0.0, 1.0)
+        if self.level_halflife != "auto":
+            check_range("level_halflife", self.level_halflife, 0.0, math.inf, closed="neither")
+        check_range("clip", self.clip, 0.0, math.inf, closed="neither")
+        check_range("accept_points", self.accept_points, 1, 1e9)
+        check_range("slow_halflife", self.slow_halflife, 0.0, math.inf, closed="neither")
+        check_range("slow_accept_after", self.slow_accept_after, 0.0, math.inf, closed="left")
+        check_range("band", self.band, 0.0, math.inf, closed="neither")
+        check_choice("ratios", self.ratios, ("auto", "none"))
+        check_directions(self.directions)
+
+    @property
+    def models_(self) -> dict[str, SignalModel]:
+        """What was learned about each signal (a view of ``stacked_``)."""
+        return {name: self.stacked_.model(j) for j, name in enumerate(self.signals_)}
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+        """Fit on a training frame; ``trials`` gives the requests behind ratio columns' rows.
+
+        ``trials`` has the frame's index and some of its columns (NaN where unknown); every
+        column it holds is scored as a ratio of counts.
+        """
+        self._validate_params()
+        frame = check_frame(frame)
+        initial = self._fit_model(frame, trials)
+        self.initial_state_ = copy.deepcopy(initial)
+        self.train_decomposition_, self.state_ = self._decompose(frame, initial, trials)
+        self.train_scores_ = self.scores_from(self.train_decomposition_.z)
+        return self
+
+    def _fit_model(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> list[Tracks]:
+        t_all = seconds(frame.index)
+        self.signals_ = list(frame.columns)
+        values = frame.to_numpy()
+        given = self._trials(frame, trials)
+        is_ratio = np.array(
+            [
+                (given is not None and bool(np.isfinite(given[:, j]).any()))
+                or (self.ratios == "auto" and looks_like_ratio(values[:, j]))
+                for j in range(values.shape[1])
+            ],
+            dtype=bool,
+        )
+        models = []
+        for j in range(values.shape[1]):
+            ok = np.isfinite(values[:, j])
+            models.append(self._fit_signal(t_all[ok], values[ok, j], ratio=bool(is_ratio[j])))
+        self.stacked_ = StackedModels.stack(models)
+        self.seasonality_ = dict(zip(self.signals_, self.stacked_.seasonality, strict=True))
+        step = float(np.median(np.diff(t_all))) if t_all.size > 1 else 1.0
+        self.counts_ = fit_counts(
+            t_all, values, given, ratios=is_ratio, bins=int(self.bins_per_day), step_s=step
+        )
+        # Bands of signals that never go below 0 (latency, ratios, rates) stop at 0.
+        finite = np.isfinite(values)
+        self.nonnegative_ = ~(finite & (np.where(finite, values, 0.0) < 0.0)).any(axis=0)
+        # The fast and the slow tracker of every signal. A ratio's start at its training
+        # proportion: its first value (0, or one event in a dozen) is no estimate of it.
+        trackers = [Tracks.start(len(models)), Tracks.start(len(models))]
+        for tracks in trackers:
+            tracks.level[self.counts_.columns] = self.counts_.mean
+            tracks.last_t[self.counts_.columns] = t_all[0] if t_all.size else np.nan
+        return trackers
+
+    def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> np.ndarray | None:
+        """``trials`` as an array in the frame's rows and columns (NaN where not given)."""
+        if trials is None:
+            return None
+        unknown = [c for c in trials.columns if c not in frame.columns]
+        if unknown:
+            raise ValueError(f"trials for columns the frame does not have: {unknown}")
+        return trials.reindex(index=frame.index, columns=frame.columns).to_numpy(np.float64)
+
+    def _offset(self, x: np.ndarray) -> float:
+        positive = x[x > 0]
+        if self.transform == "none" or positive.size == 0:
+            return math.nan
+        if self.transform == "auto" and (x.size == 0 or x.min() < 0):
+            return math.nan
+        return 0.05 * float(np.median(positive))
+
+    def _fit_signal(self, t: np.ndarray, raw: np.ndarray, *, ratio: bool = False) -> SignalModel:
+        bins = int(self.bins_per_day)
+        # A ratio of counts is modelled as it is, at one proportion all day: its night-time
+        # medians (0) would draw a daily profile that only says nights have fewer requests.
+        offset = math.nan if ratio else self._offset(raw)
+        if self.transform == "log" and math.isnan(offset) and not ratio:
+            raise ValueError("transform='log' needs positive values in every signal")
+        x = raw if math.isnan(offset) else np.log(np.maximum(raw + offset, 1e-300))
+        if x.size < 8:
+            ones = np.ones(bins)
+            halflife = self._fixed_halflife(DAY_S / bins)
+            how = f"none ({x.size} points)"
+            return SignalModel(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
+        width = DAY_S / bins
+        step = float(np.median(np.diff(t))) if x.size > 1 else width
+        span = float(t[-1] - t[0])
+        profile, period, how = np.zeros(0), 0.0, "none"
+        if ratio:
+            how = "none (a ratio of counts: one proportion all day)"
+        elif self.seasonality != "none":
+            period, how = choose_period(self.seasonality, span, step)
+        if period:
+            profile, how = seasonal_profile(
+                t,
+                x,
+                step,
+                period,
+                how,
+                bins_per_day=bins,
+                min_strength=self.min_strength,
+            )
+            if profile.size == 0:
+                period = 0.0
+        deseason = x - phase_lookup(profile, period, t) if period else x
+        # The smoothers below are linear: one absurd value (1e6 in a series of tens) would
+        # leave its trace in hours of residuals, and so in the scales. Winsorised for them.
+        deseason = _winsorised(deseason)
+        if self.level_halflife == "auto":
+            halflife = best_halflife(deseason) * step
+        else:
+            halflife = float(self.level_halflife)
+        # The trackers' first points have no history; leave them out of the scale estimates.
+        settle = min(x.size // 5, 50)
+        typical = float(np.median(np.abs(x)))
+        scales = []
+        for hl in (halflife, max(halflife, self.slow_halflife)):
+            resid = deseason - ewma_before(deseason, hl / step)
+            scales.append(phase_scales(t[settle:], resid[settle:], bins, typical))
+        return SignalModel(profile, period, *scales, how, halflife, offset)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _fixed_halflife(self, step: float) -> float:
+        return step if self.level_halflife == "auto" else float(self.level_halflife)
+
+    def _decompose(
+        self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
+    ) -> tuple[Decomposition, list[Tracks]]:
+        # Every signal at once in arrays: with many signals and few rows (the streaming case)
+        # per-signal numpy calls on tiny arrays would dominate the cost.
+        t = seconds(frame.index)
+        models, counts = self.stacked_, self.counts_
+        raw = frame.reindex(columns=self.signals_).to_numpy()
+        x = models.forward(raw)
+        season = models.season(t)
+        d = x - season
+        fast, slow = state
+        points = int(self.accept_points)
+        s = phase_lookup(models.scale, DAY_S, t).T
+        s_slow = phase_lookup(models.slow_scale, DAY_S, t).T
+        ratio = counts.columns
+        if ratio.size:
+            given = self._trials(frame.reindex(columns=self.signals_), trials)
+            n = counts.effective_trials(t, raw, None if given is None else given[:, ratio])
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                sd = np.sqrt(np.maximum(counts.mean, counts.floor) * (1.0 - counts.mean) / n)
+                s[:, ratio] = np.maximum(sd, _MIN_CLIP_EVENTS / n / self.clip)
+            s_slow[:, ratio] = s[:, ratio]
+        level = track_levels(t, d, self.clip * s, fast, models.halflife, points, 0.0)
+        hl = np.maximum(models.halflife, self.slow_halflife)
+        slow_level = track_levels(
+            t, d, self.clip * s_slow, slow, hl, points, self.slow_accept_after
+        )
+        # A value near the float limit gives an infinite residual: as deviant as it gets.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (d - level) / s
+            u = (d - slow_level) / s_slow
+        events = np.full(d.shape, np.nan)
+        means = np.full(d.shape, np.nan)
+        if ratio.size:
+            s_slow[:, ratio] = sd
+            with np.errstate(over="ignore", invalid="ignore"):
+                events[:, ratio] = x[:, ratio] * n
+            means[:, ratio] = n * np.maximum(slow_level[:, ratio], counts.floor)
+            # Counts are scored against the slow expectation only: a fast tracker of a few
+            # events per step settles on whatever the last quiet steps held (0 after a burst).
+            u[:, ratio] = normal_score(events[:, ratio], means[:, ratio])
+            z[:, ratio] = u[:, ratio]
+        centre = slow_level + season
+        lower = models.backward(centre - self.band * s_slow)
+        lower = np.where(self.nonnegative_, np.maximum(lower, 0.0), lower)
+        parts = (
+            z,
+            u,
+            models.backward(centre),
+            lower,
+            models.backward(centre + self.band * s_slow),
+            events,
+            means,
+        )
+        idx, cols = frame.index, pd.Index(self.signals_)
+        dec = Decomposition(*(pd.DataFrame(part, index=idx, columns=cols) for part in parts))
+        return dec, state
+
+    def _run(self, frame: pd.DataFrame, state: list[Tracks]) -> tuple[pd.DataFrame, list[Tracks]]:
+        dec, state = self._decompose(frame, state)
+        return self.scores_from(dec.z), state
+
+    def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
+        """Direction-aware raw scores of signed standardised residuals."""
+        out = apply_directions(z.to_numpy(), self.directions, list(z.columns))
+        return pd.DataFrame(out, index=z.index, columns=z.columns)
+
+    def decompose(
+        self,
+        frame: pd.DataFrame,
+        *,
+        trials: pd.DataFrame | None = None,
+        advance: bool = False,
+    ) -> Decomposition:
+        """Residuals, expectations and bands of ``frame``; ``advance`` keeps the tracker state.
+
+        ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
+        the trials inferred for the time of day).
+        """
+        self._check_fitted()
+        state = self.state_ if advance else copy.deepcopy(self.state_)
+        dec, _ = self._decompose(check_frame(frame), state, trials)
+        return dec

@@ -1,0 +1,111 @@
+"""Turning the service's records into response schemas (one function per record type)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from detector.service.api.schemas import (
+    AnomalyPublic,
+    EventPublic,
+    ModelPublic,
+    SeriesPublic,
+    utc,
+)
+from detector.service.history import Event
+from detector.service.views import ActiveAnomaly, ModelStatus, SeriesStatus
+
+__all__ = ["anomaly_public", "event_public", "json_safe", "model_public", "series_public"]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _score(x: float | None) -> float:
+    # A score is always shown as a number: an unscorable point scores 0 by the contract.
+    return float(x) if x is not None and math.isfinite(x) else 0.0
+
+
+def _scores(values: dict[str, float]) -> dict[str, float]:
+    return {str(k): _score(v) for k, v in values.items()}
+
+
+def anomaly_public(a: ActiveAnomaly) -> AnomalyPublic:
+    """An active anomaly as the API shows it."""
+    return AnomalyPublic(
+        event_id=a.event_id,
+        signal=a.signal,
+        labels=a.labels,
+        since=utc(a.since),
+        peak_score=_score(a.peak_score),
+        score=_score(a.score),
+        actual=a.actual,
+        expected=a.expected,
+        lower=a.lower,
+        upper=a.upper,
+        detectors=list(a.detectors),
+        contributions=_scores(a.contributions),
+    )
+
+
+def event_public(e: Event) -> EventPublic:
+    """A recorded event; its values are those of its peak."""
+    return EventPublic(
+        id=e.id,
+        signal=e.signal,
+        labels=e.labels,
+        start=utc(e.start),
+        end=utc(e.end),
+        open=e.is_open,
+        score=_score(e.score),
+        peak_score=_score(e.peak_score),
+        peak_at=utc(e.peak_at),
+        actual=e.peak_actual,
+        expected=e.peak_expected,
+        lower=e.peak_lower,
+        upper=e.peak_upper,
+        detectors=list(e.detectors),
+        contributions=_scores(e.contributions),
+        model_version=e.model_version,
+    )
+
+
+def series_public(s: SeriesStatus) -> SeriesPublic:
+    """The latest point of one series."""
+    return SeriesPublic(
+        labels=s.labels,
+        timestamp=utc(s.timestamp),
+        actual=s.actual,
+        expected=s.expected,
+        lower=s.lower,
+        upper=s.upper,
+        score=_score(s.score),
+        detector_scores=_scores(s.detector_scores),
+        anomalous=s.anomalous,
+        stale=s.stale,
+        model_version=s.model_version,
+        waiting_for=s.waiting_for,
+        ready_at=utc(s.ready_at),
+    )
+
+
+def model_public(m: ModelStatus) -> ModelPublic:
+    """The model served for one signal."""
+    return ModelPublic(
+        signal=m.signal,
+        version=m.version,
+        created_at=utc(m.created_at),
+        training_start=utc(m.training_start),
+        training_end=utc(m.training_end),
+        series=m.series,
+        detectors=list(m.detectors),
+        evaluation=json_safe(dict(m.evaluation)),
+    )
