@@ -102,12 +102,10 @@ def nab_frames(root: str, quick: bool) -> tuple[dict[str, pd.DataFrame], str]:
     return {k: frames[k].iloc[:1000] for k in picked}, f"quick: {len(picked)} files x 1000 rows"
 
 
-def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
-    """Corpus backtest via ``backtest_many`` (jobs=1, 2); naive time from a subset if need be."""
-    frames, label = nab_frames(root, quick)
-    points = sum(f.shape[0] for f in frames.values())
-    smallest = min(frames.values(), key=len)
-    backtest(smallest.iloc[:800])  # warm-up: imports, first-call caches (one refit)
+def _time_corpus(
+    frames: dict[str, pd.DataFrame],
+) -> tuple[dict[str, pd.DataFrame], dict[int, float], dict[int, float], dict[int, float]]:
+    """Outputs at jobs=2, and per jobs value the wall time, CPU time and load average after."""
     timings, loads, cpu = {}, {}, {}
     for jobs in (1, 2):
         cpu_start = _cpu_s()
@@ -122,6 +120,13 @@ def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
             f"(load average {load:.2f})",
             flush=True,
         )
+    return outputs, timings, cpu, loads
+
+
+def _naive_subset(
+    frames: dict[str, pd.DataFrame], outputs: dict[str, pd.DataFrame], budget_s: float
+) -> tuple[float, float, list[str], float]:
+    """Detector and naive seconds on the files done within the budget, and their worst gap."""
     # Naive and detector on the same files, alternately, until the budget is spent; the corpus
     # estimate scales the measured corpus time by their ratio (cost follows refits, not points).
     order = sorted(frames)
@@ -140,6 +145,17 @@ def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
         diff = (ref["anomaly_score"] - outputs[name]["anomaly_score"]).abs().max()
         worst = max(worst, float(diff))
         done.append(name)
+    return real_s, naive_s, done, worst
+
+
+def bench_nab(root: str, quick: bool, budget_s: float) -> list[Figure]:
+    """Corpus backtest via ``backtest_many`` (jobs=1, 2); naive time from a subset if need be."""
+    frames, label = nab_frames(root, quick)
+    points = sum(f.shape[0] for f in frames.values())
+    smallest = min(frames.values(), key=len)
+    backtest(smallest.iloc[:800])  # warm-up: imports, first-call caches (one refit)
+    outputs, timings, cpu, loads = _time_corpus(frames)
+    real_s, naive_s, done, worst = _naive_subset(frames, outputs, budget_s)
     sub_points = sum(frames[k].shape[0] for k in done)
     ratio = naive_s / real_s
     full = len(done) == len(frames)

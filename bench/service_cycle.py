@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 # The real-server helpers of the test suite: the same Prometheus set-up and synthetic history.
+# The checkout first, as pytest has it: tests/detector and tests/demo must not shadow the packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support.history import daily_series, grid_times
 from support.servers import PrometheusServer, Series
@@ -145,6 +147,75 @@ def shard_demo(url: str, root: Path, now: float, n: int, every: set[str]) -> dic
     }
 
 
+def _fit_all(
+    settings: DetectorSettings, source: PrometheusSource, registry: ModelRegistry, end: float
+) -> float:
+    """Fit and publish every signal as ``llmwatch train`` does; the seconds it took."""
+    began = time.perf_counter()
+    for signal in settings.signals:
+        train_signal(settings, signal, source, registry, end=end)
+    return time.perf_counter() - began
+
+
+def _measure_cycles(
+    settings: DetectorSettings,
+    source: PrometheusSource,
+    registry: ModelRegistry,
+    start: float,
+    cycles: int,
+) -> dict[str, Any]:
+    """Load the models, run ``cycles`` timed cycles from ``start``; memory and cycle figures."""
+    out: dict[str, Any] = {}
+    timed = TimedSource(source)
+    clock = Clock(start)
+    service = DetectorService(
+        settings,
+        source=timed,
+        registry=registry,
+        store=EventStore(settings.history_db),
+        clock=clock,
+        executor=ThreadPoolExecutor(1),
+    )
+    service.prepare()
+    # An upper bound: the fits above ran in this process and left their allocations.
+    out["rss_models_loaded_mib"] = rss_mib()
+    out["artifacts_mib"] = (
+        sum(v.size for s in settings.signals for v in registry.versions(s.name)) / 2**20
+    )
+    service.run_cycle()  # warm-up: the first pull of each signal
+    total, queries, bare = [], [], []
+    for _ in range(cycles):
+        clock.now += STEP
+        timed.seconds = 0.0
+        began = time.perf_counter()
+        service.run_cycle()
+        total.append(time.perf_counter() - began)
+        queries.append(timed.seconds)
+        last = {n: t.buffer.iloc[-1:] for n, t in service.trackers.items()}
+        bare.append(bare_update_seconds(service, last))
+    tracked = len(service.series())
+    out["rss_after_cycles_mib"] = rss_mib()
+    service.stop()
+    excluded = [a - b for a, b in zip(total, queries, strict=True)]
+    out.update(
+        tracked_series=tracked,
+        cycle_included_s=statistics.median(total),
+        cycle_excluded_s=statistics.median(excluded),
+        query_s=statistics.median(queries),
+        bare_update_s=statistics.median(bare),
+    )
+    return out
+
+
+def _all_series_keys(settings: DetectorSettings, source: PrometheusSource, end: float) -> set[str]:
+    """Every series Prometheus has, as the shard replicas key them."""
+    batch_keys = set()
+    for signal in settings.signals:
+        got = source.fetch(signal, end - 600, end)
+        batch_keys |= {f"{signal.name}{sorted(v.items())}" for v in got.labels.values()}
+    return batch_keys
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=1000)
@@ -169,55 +240,11 @@ def main() -> int:
             start = end - (args.cycles + 1) * STEP
             source = PrometheusSource(settings.prometheus)
             registry = ModelRegistry(settings.registry_root)
-            began = time.perf_counter()
-            for signal in settings.signals:
-                train_signal(settings, signal, source, registry, end=start)
-            out["fit_all_s"] = time.perf_counter() - began
+            out["fit_all_s"] = _fit_all(settings, source, registry, start)
             del series
-            timed = TimedSource(source)
-            clock = Clock(start)
-            service = DetectorService(
-                settings,
-                source=timed,
-                registry=registry,
-                store=EventStore(settings.history_db),
-                clock=clock,
-                executor=ThreadPoolExecutor(1),
-            )
-            service.prepare()
-            # An upper bound: the fits above ran in this process and left their allocations.
-            out["rss_models_loaded_mib"] = rss_mib()
-            out["artifacts_mib"] = (
-                sum(v.size for s in settings.signals for v in registry.versions(s.name)) / 2**20
-            )
-            service.run_cycle()  # warm-up: the first pull of each signal
-            total, queries, bare = [], [], []
-            for _ in range(args.cycles):
-                clock.now += STEP
-                timed.seconds = 0.0
-                began = time.perf_counter()
-                service.run_cycle()
-                total.append(time.perf_counter() - began)
-                queries.append(timed.seconds)
-                last = {n: t.buffer.iloc[-1:] for n, t in service.trackers.items()}
-                bare.append(bare_update_seconds(service, last))
-            tracked = len(service.series())
-            out["rss_after_cycles_mib"] = rss_mib()
-            service.stop()
-            excluded = [a - b for a, b in zip(total, queries, strict=True)]
-            out.update(
-                tracked_series=tracked,
-                cycle_included_s=statistics.median(total),
-                cycle_excluded_s=statistics.median(excluded),
-                query_s=statistics.median(queries),
-                bare_update_s=statistics.median(bare),
-                rss_start_mib=rss0,
-            )
-            # Every series Prometheus has, as the shard replicas key them.
-            batch_keys = set()
-            for signal in settings.signals:
-                got = source.fetch(signal, end - 600, end)
-                batch_keys |= {f"{signal.name}{sorted(v.items())}" for v in got.labels.values()}
+            out.update(_measure_cycles(settings, source, registry, start, args.cycles))
+            out["rss_start_mib"] = rss0
+            batch_keys = _all_series_keys(settings, source, end)
             out["shards"] = [shard_demo(prom.url, root, end, n, batch_keys) for n in (2, 3, 4)]
             out["hash_split_10000"] = [
                 sum(Shard(i, 4).owns("rps", {"id": str(k)}) for k in range(10_000))

@@ -146,61 +146,46 @@ async def _direct(engine: Engine, prompt: str, max_tokens: int) -> int:
     return count
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    settings = ServingSettings(
-        engine=args.engine,
-        model=args.model,
-        max_running=4,
-        max_queue=4,
-        request_timeout_s=600,
-        gpu_poll_interval_s=5,
-    )
-    engine = build_engine(args, settings)
-    extra = [REGISTRY] if args.engine == "vllm" else []
-    instrumented = create_app(settings, engine, CollectorRegistry(), extra_registries=extra)
-    bare = bare_app(engine)
-    # A plain continuation, not a question: an instruct model at temperature 0 answers a bare
-    # question in a raw completion with an immediate end of sequence, which measures nothing.
-    prompt = "Request queues in an inference server grow when the batch is full, because"
-    body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0}).encode()
-
-    async def via(app: Asgi) -> int:
-        status, _ = await asgi_call(app, "POST", "/v1/completions", body)
-        if status != 200:
-            raise RuntimeError(f"request failed with HTTP {status}")
-        return status
-
-    paths: dict[str, Callable[[], Awaitable[Any]]] = {
-        "direct": lambda: _direct(engine, prompt, args.max_tokens),
-        "bare": lambda: via(bare),
-        "instrumented": lambda: via(instrumented),
-    }
+async def _timed_rounds(
+    paths: dict[str, Callable[[], Awaitable[Any]]], requests: int, batch: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per request and CPU seconds per request of each batch, for every path."""
     times: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}  # CPU s per request, per batch
-    async with instrumented.router.lifespan_context(instrumented):
-        while not engine.ready():  # the lifespan starts the engine in the background
-            await asyncio.sleep(0.05)
-        for call in paths.values():
-            for _ in range(args.warmup):
-                await call()
-        output_tokens = await _direct(engine, prompt, args.max_tokens)  # answers may end sooner
-        rounds = max(1, args.requests // args.batch)
-        for r in range(rounds):
-            order = list(paths)[r % 3 :] + list(paths)[: r % 3]
-            for name in order:
-                cpu_start = time.process_time()
-                for _ in range(args.batch):
-                    start = time.perf_counter()
-                    await paths[name]()
-                    times[name].append(time.perf_counter() - start)
-                cpu[name].append((time.process_time() - cpu_start) / args.batch)
-        scrapes = []
-        size = 0
-        for _ in range(args.scrapes):
-            start = time.perf_counter()
-            _, text = await asgi_call(instrumented, "GET", "/metrics")
-            scrapes.append(time.perf_counter() - start)
-            size = len(text)
+    rounds = max(1, requests // batch)
+    for r in range(rounds):
+        order = list(paths)[r % 3 :] + list(paths)[: r % 3]
+        for name in order:
+            cpu_start = time.process_time()
+            for _ in range(batch):
+                start = time.perf_counter()
+                await paths[name]()
+                times[name].append(time.perf_counter() - start)
+            cpu[name].append((time.process_time() - cpu_start) / batch)
+    return times, cpu
+
+
+async def _scrape_times(app: Asgi, scrapes: int) -> tuple[list[float], int]:
+    """Seconds of each ``/metrics`` scrape, and the size of the last one."""
+    times = []
+    size = 0
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        _, text = await asgi_call(app, "GET", "/metrics")
+        times.append(time.perf_counter() - start)
+        size = len(text)
+    return times, size
+
+
+def _figures(
+    args: argparse.Namespace,
+    output_tokens: int,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    scrapes: list[float],
+    size: int,
+) -> dict[str, Any]:
+    """The reported figures from the raw timings."""
     median = {name: statistics.median(values) * 1e6 for name, values in times.items()}
     cpu_median = {name: statistics.median(values) * 1e6 for name, values in cpu.items()}
     low = {name: _quantile(values, 0.1) * 1e6 for name, values in times.items()}
@@ -235,6 +220,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average": os.getloadavg()[0],
         },
     }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = ServingSettings(
+        engine=args.engine,
+        model=args.model,
+        max_running=4,
+        max_queue=4,
+        request_timeout_s=600,
+        gpu_poll_interval_s=5,
+    )
+    engine = build_engine(args, settings)
+    extra = [REGISTRY] if args.engine == "vllm" else []
+    instrumented = create_app(settings, engine, CollectorRegistry(), extra_registries=extra)
+    bare = bare_app(engine)
+    # A plain continuation, not a question: an instruct model at temperature 0 answers a bare
+    # question in a raw completion with an immediate end of sequence, which measures nothing.
+    prompt = "Request queues in an inference server grow when the batch is full, because"
+    body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0}).encode()
+
+    async def via(app: Asgi) -> int:
+        status, _ = await asgi_call(app, "POST", "/v1/completions", body)
+        if status != 200:
+            raise RuntimeError(f"request failed with HTTP {status}")
+        return status
+
+    paths: dict[str, Callable[[], Awaitable[Any]]] = {
+        "direct": lambda: _direct(engine, prompt, args.max_tokens),
+        "bare": lambda: via(bare),
+        "instrumented": lambda: via(instrumented),
+    }
+    async with instrumented.router.lifespan_context(instrumented):
+        while not engine.ready():  # the lifespan starts the engine in the background
+            await asyncio.sleep(0.05)
+        for call in paths.values():
+            for _ in range(args.warmup):
+                await call()
+        output_tokens = await _direct(engine, prompt, args.max_tokens)  # answers may end sooner
+        times, cpu = await _timed_rounds(paths, args.requests, args.batch)
+        scrapes, size = await _scrape_times(instrumented, args.scrapes)
+    return _figures(args, output_tokens, times, cpu, scrapes, size)
 
 
 def main(argv: list[str] | None = None) -> int:

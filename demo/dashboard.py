@@ -106,6 +106,11 @@ def _fixed(color: str) -> dict[str, str]:
 
 def _serving_panels() -> list[dict[str, Any]]:
     """The seed's four panels, plus error ratios and the injected faults."""
+    return [*_serving_timeseries(), _output_tokens_heatmap(), _faults_timeline()]
+
+
+def _serving_timeseries() -> list[dict[str, Any]]:
+    """GPU memory, latency, request rate and error ratios, each with its alarm thresholds."""
     return [
         _timeseries(
             "GPU memory",
@@ -152,37 +157,43 @@ def _serving_panels() -> list[dict[str, Any]]:
             description="Shares of all requests; absent without traffic.",
             thresholds=_thresholds((0.05, "orange"), (0.10, "red")),
         ),
-        {
-            "type": "heatmap",
-            "title": "Output tokens per request (distribution)",
-            "description": "How many requests ended with how many output tokens.",
-            "datasource": _DATASOURCE,
-            "targets": [
-                _target(
-                    "sum by (le) (increase(qwen_output_tokens_bucket[$__rate_interval]))",
-                    "{{le}}",
-                    "A",
-                    format="heatmap",
-                )
-            ],
-            "options": {
-                "calculate": False,
-                "yAxis": {"unit": "none"},
-                "color": {"mode": "scheme", "scheme": "Oranges"},
-                "cellGap": 1,
-            },
-            "fieldConfig": {"defaults": {}, "overrides": []},
-        },
-        {
-            "type": "state-timeline",
-            "title": "Injected faults",
-            "description": "1 while a fault injected by the serving layer runs.",
-            "datasource": _DATASOURCE,
-            "targets": [_target("max by (kind) (qwen_fault_active)", "{{kind}}", "A")],
-            "options": {"showValue": "never"},
-            "fieldConfig": {"defaults": {"min": 0, "max": 1}, "overrides": []},
-        },
     ]
+
+
+def _output_tokens_heatmap() -> dict[str, Any]:
+    return {
+        "type": "heatmap",
+        "title": "Output tokens per request (distribution)",
+        "description": "How many requests ended with how many output tokens.",
+        "datasource": _DATASOURCE,
+        "targets": [
+            _target(
+                "sum by (le) (increase(qwen_output_tokens_bucket[$__rate_interval]))",
+                "{{le}}",
+                "A",
+                format="heatmap",
+            )
+        ],
+        "options": {
+            "calculate": False,
+            "yAxis": {"unit": "none"},
+            "color": {"mode": "scheme", "scheme": "Oranges"},
+            "cellGap": 1,
+        },
+        "fieldConfig": {"defaults": {}, "overrides": []},
+    }
+
+
+def _faults_timeline() -> dict[str, Any]:
+    return {
+        "type": "state-timeline",
+        "title": "Injected faults",
+        "description": "1 while a fault injected by the serving layer runs.",
+        "datasource": _DATASOURCE,
+        "targets": [_target("max by (kind) (qwen_fault_active)", "{{kind}}", "A")],
+        "options": {"showValue": "never"},
+        "fieldConfig": {"defaults": {"min": 0, "max": 1}, "overrides": []},
+    }
 
 
 def _signal_panel(signal: str) -> dict[str, Any]:

@@ -260,10 +260,8 @@ def _timeline(
 ) -> None:
     seed = bring_up(stack, say)
     result.ready = time.time()
-    fault = dict(plan.fault)
-    if fault["kind"] == "latency" and "intensity" not in fault:
-        p95 = [lv.level for lv in seed.levels if lv.signal == "latency_p95_seconds"]
-        fault["intensity"] = round(max(8.0, 2.0 * max(p95, default=0.0)), 1)
+    fault = _fault_body(plan, seed)
+    signals = FAULT_SIGNALS[fault["kind"]]
     deadline = result.started + plan.duration_s
     fault_at = result.ready + plan.warmup_s
     say(
@@ -278,37 +276,75 @@ def _timeline(
         stack.supervisor.check()
         now = time.time()
         if math.isnan(result.fault_start) and now >= fault_at:
-            injected = stack.inject_fault(fault)
-            result.fault_start = now
-            result.fault_end = now + float(fault.get("duration") or math.inf)
-            say(f"FAULT       {describe_fault(fault)} (fault {injected['id']}, POST /admin/faults)")
-            say(f"  graph     {_graph_url(stack, FAULT_SIGNALS[fault['kind']][0])}")
+            _inject(stack, fault, now, result, say)
         if not ended and result.fault_end <= now:
             say("fault       over: the signals return to normal, the alerts resolve")
             ended = True
-        after_fault = not math.isnan(result.fault_start)
-        lines, detected = watcher.poll()
-        if after_fault and not ended:
-            # The detector's score of the signal the fault moves first, as it rises.
-            lines.insert(0, watcher.score(FAULT_SIGNALS[fault["kind"]][0]) or "")
-        for line in filter(None, lines):
-            say(line)
-        related = set(detected) & set(FAULT_SIGNALS[fault["kind"]])
-        if related and after_fault and math.isnan(result.first_detection):
-            result.first_detection = time.time()
-            delay = result.first_detection - result.fault_start
-            say(f"  first detection of the fault {delay:.0f} s after it began")
-        while not arrived.empty():
-            alert = arrived.get()
-            result.alerts.append(alert)
-            say("WEBHOOK     " + describe_alert(alert))
-            related = alert.labels.get("signal") in FAULT_SIGNALS[fault["kind"]]
-            is_anomaly = alert.labels.get("kind") == "anomaly" and alert.status == "firing"
-            if is_anomaly and related and after_fault and math.isnan(result.first_alert):
-                result.first_alert = alert.received_at
-                say(
-                    f"first anomaly alert {alert.received_at - result.fault_start:.0f} s after "
-                    f"the fault, {alert.received_at - result.started:.0f} s after the start"
-                )
+        during = not math.isnan(result.fault_start) and not ended
+        _report_detector(watcher, signals, result, say, during_fault=during)
+        _report_webhook(arrived, signals, result, say)
         time.sleep(max(0.0, min(_POLL_S, deadline - time.time())))
     say(f"done: the {plan.duration_s:g} s are over; stopping every component ...")
+
+
+def _fault_body(plan: DemoPlan, seed: SeedReport) -> dict[str, Any]:
+    """The fault to inject; a latency fault's intensity from the measured P95 if not given."""
+    fault = dict(plan.fault)
+    if fault["kind"] == "latency" and "intensity" not in fault:
+        p95 = [lv.level for lv in seed.levels if lv.signal == "latency_p95_seconds"]
+        fault["intensity"] = round(max(8.0, 2.0 * max(p95, default=0.0)), 1)
+    return fault
+
+
+def _inject(
+    stack: StackLauncher, fault: dict[str, Any], now: float, result: DemoResult, say: Say
+) -> None:
+    injected = stack.inject_fault(fault)
+    result.fault_start = now
+    result.fault_end = now + float(fault.get("duration") or math.inf)
+    say(f"FAULT       {describe_fault(fault)} (fault {injected['id']}, POST /admin/faults)")
+    say(f"  graph     {_graph_url(stack, FAULT_SIGNALS[fault['kind']][0])}")
+
+
+def _report_detector(
+    watcher: _Watcher,
+    signals: tuple[str, ...],
+    result: DemoResult,
+    say: Say,
+    *,
+    during_fault: bool,
+) -> None:
+    """What changed at the detector and in Prometheus; the first detection of the fault."""
+    lines, detected = watcher.poll()
+    if during_fault:
+        # The detector's score of the signal the fault moves first, as it rises.
+        lines.insert(0, watcher.score(signals[0]) or "")
+    for line in filter(None, lines):
+        say(line)
+    after_fault = not math.isnan(result.fault_start)
+    if set(detected) & set(signals) and after_fault and math.isnan(result.first_detection):
+        result.first_detection = time.time()
+        delay = result.first_detection - result.fault_start
+        say(f"  first detection of the fault {delay:.0f} s after it began")
+
+
+def _report_webhook(
+    arrived: queue.Queue[ReceivedAlert],
+    signals: tuple[str, ...],
+    result: DemoResult,
+    say: Say,
+) -> None:
+    """The alerts the webhook received since the last call; the first about the fault."""
+    while not arrived.empty():
+        alert = arrived.get()
+        result.alerts.append(alert)
+        say("WEBHOOK     " + describe_alert(alert))
+        related = alert.labels.get("signal") in signals
+        is_anomaly = alert.labels.get("kind") == "anomaly" and alert.status == "firing"
+        after_fault = not math.isnan(result.fault_start)
+        if is_anomaly and related and after_fault and math.isnan(result.first_alert):
+            result.first_alert = alert.received_at
+            say(
+                f"first anomaly alert {alert.received_at - result.fault_start:.0f} s after "
+                f"the fault, {alert.received_at - result.started:.0f} s after the start"
+            )

@@ -1,12 +1,17 @@
-"""Child processes of the demo: start each in its own process group, wait until it answers, and
-stop every one of them, whatever happens.
+"""Child processes of the demo, run by honcho: each in its own process group, its output in a log
+file, ready once its URL answers, and every one of them stopped whatever happens.
 
-Each child runs in a new session (its own process group), so a Ctrl-C in the terminal reaches
-only the supervising process, which then stops the children in reverse start order: SIGTERM to
-the whole group (a server and the workers it forked), SIGKILL to what is left after a grace
-period. A second Ctrl-C during shutdown skips the grace periods. The group ids are written to
-``<run_dir>/<name>.pid``; a later supervisor on the same folder kills groups a crashed or killed
-(SIGKILL) predecessor left behind, after checking each is still the process it started.
+Each child is a Procfile entry (``name: exec command``) run by a honcho Manager whose loop runs in
+a thread: honcho starts it in a new session (a Ctrl-C in the terminal reaches only this process),
+writes its output, timestamped, to ``<state>/logs/<name>.log`` and signals its whole group (a
+server and the workers it forked). One Manager per child, not one for all: the demo starts them
+in order, each once the one before answers, and stops and starts Prometheus alone. honcho's rule
+holds across them: when a child exits unasked, all the others are stopped at once and
+:meth:`Supervisor.check` raises :class:`ChildExited` with the end of its log.
+
+Stopping goes in reverse start order: SIGTERM, SIGKILL after a grace period (a second Ctrl-C
+skips it). Pids go to ``<state>/run/<name>.pid``: a supervisor killed with SIGKILL stops nothing,
+so the next one on the folder kills the groups it left, if each is still the process it started.
 
 Example::
 
@@ -18,10 +23,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import shlex
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
@@ -29,7 +35,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, SimpleNamespace
+from typing import TextIO
+
+import honcho.manager
+from honcho.compat import ProcessManager
+from honcho.manager import Manager
+from honcho.printer import Printer
 
 __all__ = [
     "ChildExited",
@@ -41,7 +53,20 @@ __all__ = [
 ]
 
 _POLL_S = 0.2
+_START_TIMEOUT_S = 30.0
 _NICE = shutil.which("nice") or "/usr/bin/nice"
+_GROUPS = ProcessManager()  # honcho's killpg, quiet about groups already gone
+
+# honcho's command line runs one Manager in a single-threaded process; here each Manager's loop
+# runs in a thread, so honcho.manager gets two modules of its own. A `signal` that installs
+# nothing: the loop would handle SIGINT and SIGTERM, which Python allows in the main thread only,
+# where terminate_on_signals handles them. The fork server's multiprocessing: a child's helper
+# process forked from this multi-threaded one could inherit a lock another thread holds (stdout's,
+# as the demo prints), hang on exit, and hang this process as it joins its children at exit.
+honcho.manager.signal = SimpleNamespace(
+    SIGINT=signal.SIGINT, SIGTERM=signal.SIGTERM, signal=lambda signum, handler: None
+)
+honcho.manager.multiprocessing = multiprocessing.get_context("forkserver")
 
 
 class ChildExited(RuntimeError):
@@ -55,7 +80,7 @@ class ProcessSpec:
     Parameters
     ----------
     name
-        Short name: log file ``<name>.log`` and pid file ``<name>.pid``.
+        Short name: Procfile entry, log file ``<name>.log`` and pid file ``<name>.pid``.
     argv
         Command line.
     env
@@ -73,12 +98,17 @@ class ProcessSpec:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
-    cwd: Path | None = None
     ready_url: str | None = None
     ready_codes: frozenset[int] = frozenset({200})
     ready_timeout: float = 60.0
     stop_timeout: float = 20.0
     nice: int = 0
+
+    def command(self) -> str:
+        """The Procfile entry's command line, run by ``sh -c``; ``exec``, so that the pid
+        honcho reports, signals and waits for is the program's, not the shell's."""
+        argv = [_NICE, "-n", str(self.nice), *self.argv] if self.nice else list(self.argv)
+        return "exec " + shlex.join(argv)
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -101,36 +131,44 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a group of someone else's: not ours to stop
-        return False
-    return True
-
-
 class ManagedProcess:
-    """One running child; see :class:`Supervisor`."""
+    """One child: a honcho Manager running its Procfile entry; see :class:`Supervisor`.
 
-    def __init__(self, spec: ProcessSpec, log_path: Path, pid_path: Path) -> None:
+    ``on_exit`` is called (in the Manager's thread) once the child has exited.
+    """
+
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        log_path: Path,
+        pid_path: Path,
+        on_exit: Callable[[ManagedProcess], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.log_path = log_path
         self.pid_path = pid_path
-        self.proc: subprocess.Popen | None = None
         self.stopping = False
+        self._on_exit = on_exit
+        self._manager: Manager | None = None
+        self._loop: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
-        """Process id (also the process group id), None before the start."""
-        return self.proc.pid if self.proc is not None else None
+        """Process id (also the process group id); None until honcho has started it."""
+        if self._manager is None:
+            return None
+        # The Manager learns it from the start event of its process and has no accessor for it.
+        return self._manager._processes[self.spec.name].get("pid")
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the child has exited (negative: the signal that ended it)."""
+        return None if self._manager is None else self._manager.returncode
 
     @property
     def running(self) -> bool:
-        """Whether the child is alive."""
-        return self.proc is not None and self.proc.poll() is None
+        """Whether the child is started and has not exited."""
+        return self._manager is not None and self.returncode is None
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the child's combined output."""
@@ -140,45 +178,36 @@ class ManagedProcess:
             return ""
 
     def launch(self) -> None:
-        """Start the child in a new session, output appended to its log file."""
-        if self.running:
-            raise RuntimeError(f"{self.spec.name} is already running")
-        self.stopping = False
-        env = {**os.environ, **self.spec.env}
-        argv = list(self.spec.argv)
-        if self.spec.nice:
-            argv = [_NICE, "-n", str(self.spec.nice), *argv]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.spec.cwd,
-                env=env,
-                start_new_session=True,
-            )
-        started = _start_time(self.proc.pid) or ""
-        self.pid_path.write_text(f"{self.proc.pid} {started}\n")
+        """Start the child; once (a honcho Manager runs its processes once)."""
+        log = self.log_path.open("a", encoding="utf-8")
+        manager = Manager(Printer(log, colour=False))
+        manager.add_process(
+            self.spec.name, self.spec.command(), env={**os.environ, **self.spec.env}
+        )
+        self._manager = manager
+        self._loop = threading.Thread(
+            target=self._run, args=(manager, log), name=f"honcho-{self.spec.name}", daemon=True
+        )
+        self._loop.start()
+        pid = self._wait_started()
+        if pid is None:
+            raise ChildExited(self._exit_message("did not start"))
+        self.pid_path.write_text(f"{pid} {_start_time(pid) or ''}\n")
 
-    def wait_ready(self, cancelled: Callable[[], bool] = lambda: False) -> None:
-        """Block until ``ready_url`` answers; :class:`ChildExited` if it dies or times out."""
-        spec = self.spec
-        if spec.ready_url is None:
-            return
-        deadline = time.monotonic() + spec.ready_timeout
-        while not cancelled():
-            if not self.running:
-                raise ChildExited(self._exit_message("exited before it was ready"))
-            if http_status(spec.ready_url) in spec.ready_codes:
-                return
-            if time.monotonic() > deadline:
-                what = f"not ready at {spec.ready_url} after {spec.ready_timeout:g} s"
-                raise ChildExited(self._exit_message(what))
-            time.sleep(_POLL_S)
+    def _run(self, manager: Manager, log: TextIO) -> None:
+        manager.loop()  # returns once the child has exited and its output is written
+        log.close()
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    def _wait_started(self) -> int | None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while self.pid is None and self.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.pid
 
     def _exit_message(self, what: str) -> str:
-        code = self.proc.poll() if self.proc is not None else None
+        code = self.returncode
         status = f" (exit status {code})" if code is not None else ""
         return f"{self.spec.name} {what}{status}; end of {self.log_path}:\n{self.log_tail()}"
 
@@ -187,34 +216,40 @@ class ManagedProcess:
 
         Returns the child's exit status (None if it was never started).
         """
-        if self.proc is None:
+        if self._manager is None:
             return None
         self.stopping = True
-        pgid = self.proc.pid
-        if self.proc.poll() is None:
-            _signal_group(pgid, signal.SIGTERM)
+        # honcho can signal the child only once it knows its pid (Manager.terminate needs it).
+        if self.running and self._wait_started() is not None:
+            self._manager.terminate()
             deadline = time.monotonic() + self.spec.stop_timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                if hurry is not None and hurry.is_set():
-                    break
+            while self.running and time.monotonic() < deadline and not (hurry and hurry.is_set()):
                 time.sleep(0.05)
-        # Whatever of the group is left (the leader, or workers it did not take down with it).
-        _signal_group(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self.pid_path.unlink(missing_ok=True)
-        return self.proc.returncode
+            self._manager.kill()  # does nothing once the child has exited
+        self._finish()
+        return self.returncode
 
     def kill(self) -> None:
-        """Crash the child (SIGKILL to its group) as a real outage would; ``launch`` restarts it."""
-        if self.proc is not None and self.proc.poll() is None:
+        """Crash the child (SIGKILL to its group) as a real outage would; start it again with
+        :meth:`Supervisor.start`."""
+        if self._manager is not None and self.running and self.pid is not None:
             self.stopping = True
-            _signal_group(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            self._manager.kill()
+            self._finish()
+
+    def _finish(self) -> None:
+        # honcho waits for the child's output to close, not for the whole group: a worker that
+        # closed its output outlives the program in the group, so the group goes too.
+        pid = self.pid
+        if pid is not None:
+            _GROUPS.kill(pid)
+        if self._loop is not None:
+            self._loop.join(10)
+        self.pid_path.unlink(missing_ok=True)
 
 
 class Supervisor:
-    """Starts children, notices when one dies, and stops them all on exit.
+    """Starts children, stops them all when one exits, and stops them all on exit.
 
     Parameters
     ----------
@@ -226,8 +261,8 @@ class Supervisor:
         self.log_dir = Path(state_dir) / "logs"
         self.run_dir = Path(state_dir) / "run"
         self.children: list[ManagedProcess] = []
+        self.failed: ManagedProcess | None = None
         self._hurry = threading.Event()
-        self._cancel = threading.Event()
 
     def __enter__(self) -> Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -235,46 +270,70 @@ class Supervisor:
         self.reap_stale()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
         self.stop_all()
+        # Once a child has exited the others are stopped, and whatever the caller was doing fails
+        # (a request refused, a child not ready): the child that exited is the error to show.
+        if isinstance(exc, Exception) and not isinstance(exc, ChildExited) and self.failed:
+            raise ChildExited(self.failed._exit_message("exited unexpectedly")) from exc
 
-    def reap_stale(self) -> list[int]:
+    def reap_stale(self) -> None:
         """Kill the process groups a previous supervisor on this folder left running."""
-        killed = []
         for pid_file in sorted(self.run_dir.glob("*.pid")):
             head, _, started = pid_file.read_text().strip().partition(" ")
             with contextlib.suppress(ValueError):
                 pid = int(head)
-                if started and _start_time(pid) == started and _signal_group(pid, signal.SIGKILL):
-                    killed.append(pid)
+                if started and _start_time(pid) == started:
+                    _GROUPS.kill(pid)
             pid_file.unlink(missing_ok=True)
-        return killed
 
     def start(self, spec: ProcessSpec) -> ManagedProcess:
         """Launch ``spec`` and wait until it is ready; on failure it is stopped and raised.
 
         A stopped child of the same name is replaced (to restart with other arguments).
         """
+        self.check()
         for old in [c for c in self.children if c.spec.name == spec.name]:
             if old.running:
                 raise ValueError(f"a child named {spec.name!r} is running already")
             self.children.remove(old)
         child = ManagedProcess(
-            spec, self.log_dir / f"{spec.name}.log", self.run_dir / f"{spec.name}.pid"
+            spec,
+            self.log_dir / f"{spec.name}.log",
+            self.run_dir / f"{spec.name}.pid",
+            on_exit=self._exited,
         )
         self.children.append(child)
-        child.launch()
         try:
-            child.wait_ready(self._cancel.is_set)
+            child.launch()
+            self._wait_ready(child)
         except BaseException:
             child.stop(self._hurry)
             raise
         return child
 
-    def restart(self, child: ManagedProcess) -> None:
-        """Start a stopped (or killed) child again and wait until it is ready."""
-        child.launch()
-        child.wait_ready(self._cancel.is_set)
+    def _wait_ready(self, child: ManagedProcess) -> None:
+        spec = child.spec
+        if spec.ready_url is None:
+            return
+        deadline = time.monotonic() + spec.ready_timeout
+        while http_status(spec.ready_url) not in spec.ready_codes:
+            if not child.running and self.failed in (None, child):
+                raise ChildExited(child._exit_message("exited before it was ready"))
+            self.check()  # another child exited: this one is being stopped with the rest
+            if time.monotonic() > deadline:
+                what = f"not ready at {spec.ready_url} after {spec.ready_timeout:g} s"
+                raise ChildExited(child._exit_message(what))
+            time.sleep(_POLL_S)
+
+    def _exited(self, child: ManagedProcess) -> None:
+        # Called in the child's Manager thread once it has exited. honcho's rule, across the
+        # Managers: one child exits, all stop. In a thread of its own, since stopping joins this
+        # one's, and while the caller goes on until its next check().
+        if child.stopping or self.failed is not None:
+            return
+        self.failed = child
+        threading.Thread(target=self.stop_all, name="stop-all", daemon=True).start()
 
     def get(self, name: str) -> ManagedProcess:
         """The child called ``name``."""
@@ -285,15 +344,16 @@ class Supervisor:
 
     def check(self) -> None:
         """Raise :class:`ChildExited` if a child exited without being asked to."""
-        for child in self.children:
-            if not child.stopping and not child.running:
-                raise ChildExited(child._exit_message("exited unexpectedly"))
+        if self.failed is not None:
+            raise ChildExited(self.failed._exit_message("exited unexpectedly"))
 
     def stop_all(self) -> None:
-        """Stop every child, last started first. Safe to call twice."""
-        self._cancel.set()
+        """Stop every child, last started first. Safe to call twice, and from two threads."""
+        children = self.children[::-1]
+        for child in children:
+            child.stopping = True  # from here on an exit is asked for, not a failure
         with _hurry_on_signals(self._hurry):
-            for child in reversed(self.children):
+            for child in children:
                 child.stop(self._hurry)
 
 

@@ -3,8 +3,9 @@
 ``POST /alerts`` takes Alertmanager's webhook payload (version 4): each alert in it is appended
 to a JSON-lines log (one line per alert, with the notification's receiver and the time it
 arrived) and handed to an optional callback, which is how the demo shows alerts in the terminal.
-``GET /alerts`` lists what arrived, newest last. It binds a loopback address by default; a
-malformed body gets 400 with the reason.
+``GET /alerts`` lists what arrived, newest last. It is a FastAPI app that uvicorn serves from a
+background thread, on a loopback address by default. A malformed body gets 400 with the reason,
+one over 4 MiB gets 413; every error is ``{"error": reason}``.
 
 >>> receiver = AlertReceiver().start()
 >>> receiver.url.startswith("http://127.0.0.1:")
@@ -15,19 +16,27 @@ True
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["AlertReceiver", "ReceivedAlert", "parse_notification"]
 
 _MAX_BODY = 4 * 1024 * 1024
 _PATH = "/alerts"
+_START_TIMEOUT = 10.0  # seconds for uvicorn to start serving on the bound socket
+_STOP_TIMEOUT = 10.0  # seconds for in-flight notifications to finish on stop
 
 
 @dataclass(frozen=True)
@@ -74,17 +83,38 @@ def parse_notification(payload: Any, received_at: float) -> list[ReceivedAlert]:
     return out
 
 
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass the limit."""
+    too_large = HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "a JSON body up to 4 MiB")
+    # The declared length refuses an oversized body unread; the count below bounds a chunked one.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_BODY:
+            raise too_large
+    return bytes(body)
+
+
+async def _error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every refusal as ``{"error": reason}``, FastAPI's own (404, 405) included."""
+    reason = f"only {_PATH} is served" if exc.status_code == HTTPStatus.NOT_FOUND else exc.detail
+    return JSONResponse({"error": reason}, status_code=exc.status_code, headers=exc.headers)
+
+
 class AlertReceiver:
     """The webhook endpoint, served from a background thread.
 
     Parameters
     ----------
     host, port
-        Where to listen; port 0 picks a free one.
+        Where to listen; port 0 picks a free one (``.port`` and ``.url`` tell which once started).
     log_path
         JSON-lines file every received alert is appended to (None: kept in memory only).
     on_alert
-        Called with each :class:`ReceivedAlert`, from the server's thread.
+        Called with each :class:`ReceivedAlert`, from one of the server's worker threads.
     """
 
     def __init__(
@@ -101,7 +131,8 @@ class AlertReceiver:
         self.on_alert = on_alert
         self._alerts: list[ReceivedAlert] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -124,58 +155,58 @@ class AlertReceiver:
             for alert in alerts:
                 self.on_alert(alert)
 
+    def _app(self) -> FastAPI:
+        # Only /alerts is served: no interactive docs or schema beside it.
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        app.exception_handler(StarletteHTTPException)(_error)
+
+        @app.get(_PATH)
+        def listed() -> dict[str, Any]:
+            return {"alerts": [asdict(a) for a in self.alerts()]}
+
+        @app.post(_PATH)
+        async def notified(request: Request) -> dict[str, int]:
+            body = await _read_body(request)
+            try:
+                alerts = parse_notification(json.loads(body), time.time())
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                raise HTTPException(HTTPStatus.BAD_REQUEST, str(exc)) from exc
+            # The log write and the caller's callback block: keep them off the event loop.
+            await run_in_threadpool(self._accept, alerts)
+            return {"received": len(alerts)}
+
+        return app
+
     def start(self) -> AlertReceiver:
-        """Listen and serve on a daemon thread."""
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: HTTPStatus, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != _PATH:
-                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"only {_PATH} is served"})
-                    return
-                self._reply(HTTPStatus.OK, {"alerts": [asdict(a) for a in receiver.alerts()]})
-
-            def do_POST(self) -> None:
-                if self.path.split("?")[0] != _PATH:
-                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"post to {_PATH}"})
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
-                if not 0 < length <= _MAX_BODY:
-                    self._reply(HTTPStatus.BAD_REQUEST, {"error": "a JSON body up to 4 MiB"})
-                    return
-                try:
-                    payload = json.loads(self.rfile.read(length))
-                    alerts = parse_notification(payload, time.time())
-                except ValueError as exc:  # JSONDecodeError is a ValueError
-                    self._reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                    return
-                receiver._accept(alerts)
-                self._reply(HTTPStatus.OK, {"received": len(alerts)})
-
-            def log_message(self, *args: object) -> None:
-                pass  # the alerts log is the record; access lines would only repeat it
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.port = int(self._server.server_address[1])
-        threading.Thread(
-            target=self._server.serve_forever, name="alert-webhook", daemon=True
-        ).start()
+        """Listen and serve on a daemon thread; returns once it answers requests."""
+        # Binding here, not in uvicorn, makes a taken port an OSError in the caller (uvicorn
+        # would sys.exit in its thread) and tells the port that 0 picked before serving.
+        sock = socket.create_server((self.host, self.port))
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self._app(),
+            log_level="warning",
+            access_log=False,  # the alerts log is the record; access lines would only repeat it
+            timeout_graceful_shutdown=_STOP_TIMEOUT,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="alert-webhook", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError(f"the webhook receiver did not start on {self.url}")
+            time.sleep(0.01)
+        self._server, self._thread = server, thread
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=_STOP_TIMEOUT + 5)
+            self._server = self._thread = None

@@ -70,6 +70,30 @@ def create_app(
         ``settings.faults_file`` is malformed.
     """
     registry = CollectorRegistry() if registry is None else registry
+    state, metrics = _build_state(settings, engine, registry, extra_registries)
+    app = FastAPI(
+        title="llmwatch serving",
+        description="OpenAI-compatible LLM server with metrics, quality checks and fault injection",
+        lifespan=_lifespan(state, metrics, engine, on_engine_failure),
+    )
+    app.state.serving = state
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, on_refused=_rejection_counter(metrics)
+    )
+    app.include_router(openai.router)
+    app.include_router(system.router)
+    app.include_router(admin.router)
+    return app
+
+
+def _build_state(
+    settings: ServingSettings,
+    engine: Engine,
+    registry: CollectorRegistry,
+    extra_registries: Sequence[CollectorRegistry],
+) -> tuple[ServingState, ServingMetrics]:
+    """Metrics, fault injector (with its schedule), quality checks and the request service."""
     metrics = ServingMetrics(
         registry, settings.metric_prefix, gpu_poll_interval_s=settings.gpu_poll_interval_s
     )
@@ -102,6 +126,17 @@ def create_app(
         model_name=settings.served_model_name or engine.model_name,
         created=int(time.time()),
     )
+    return state, metrics
+
+
+def _lifespan(
+    state: ServingState,
+    metrics: ServingMetrics,
+    engine: Engine,
+    on_engine_failure: Callable[[BaseException], None] | None,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Start metrics, faults and (in the background) the engine; stop them all at shutdown."""
+    faults = state.faults
 
     async def start_engine() -> None:
         try:
@@ -129,21 +164,13 @@ def create_app(
             await engine.close()
             metrics.stop()
 
-    app = FastAPI(
-        title="llmwatch serving",
-        description="OpenAI-compatible LLM server with metrics, quality checks and fault injection",
-        lifespan=lifespan,
-    )
-    app.state.serving = state
-    install_error_handlers(app)
+    return lifespan
 
+
+def _rejection_counter(metrics: ServingMetrics) -> Callable[[Scope], None]:
     def body_refused(scope: Scope) -> None:
         # A generation request is counted whatever refuses it (every request once).
         if scope["path"] in GENERATION_PATHS:
             metrics.count("rejected")
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=body_refused)
-    app.include_router(openai.router)
-    app.include_router(system.router)
-    app.include_router(admin.router)
-    return app
+    return body_refused

@@ -21,6 +21,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,74 @@ async def _send(client: httpx.AsyncClient, request: ChatRequest, results: list) 
         result.latency_s = time.perf_counter() - started
 
 
+async def _closed_loop_client(
+    client: httpx.AsyncClient,
+    next_request: Callable[[], ChatRequest | None],
+    results: list[RequestResult],
+) -> None:
+    while (request := next_request()) is not None:
+        await _send(client, request, results)
+
+
+async def _open_loop(
+    client: httpx.AsyncClient,
+    settings: LoadSettings,
+    next_request: Callable[[], ChatRequest | None],
+    results: list[RequestResult],
+    start: float,
+    deadline: float,
+) -> None:
+    """Send requests at Poisson arrival times from ``start``, at most ``concurrency`` at once."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(settings.concurrency)
+    pending: set[asyncio.Task] = set()
+    times = arrival_times(
+        random.Random(settings.seed + 1),
+        rate=settings.rate or 1.0,
+        day_length_s=settings.day_length_s,
+        start_hour=settings.start_hour,
+    )
+
+    async def one(request: ChatRequest) -> None:
+        try:
+            await _send(client, request, results)
+        finally:
+            slots.release()
+
+    try:
+        for at in times:
+            if start + at >= deadline:
+                break
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            # Past the concurrency limit, arrivals wait here (a client-side queue).
+            await slots.acquire()
+            request = next_request()
+            if request is None:
+                slots.release()
+                break
+            task = asyncio.create_task(one(request))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.wait(set(pending))
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _finish_by(work: asyncio.Future[Any], deadline: float) -> None:
+    """Await ``work``, cancelling it if it still runs at ``deadline`` (loop time)."""
+    # The duration bound holds for requests in flight too: they are cancelled at the deadline.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            await work
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+
+
 async def run_load(settings: LoadSettings) -> tuple[list[RequestResult], float]:
     """Send the load; return every request's result and the run's wall time in seconds."""
     rng = random.Random(settings.seed)
@@ -168,60 +237,18 @@ async def run_load(settings: LoadSettings) -> tuple[list[RequestResult], float]:
         )
 
     async with httpx.AsyncClient(base_url=settings.url, limits=limits, timeout=timeout) as client:
-
-        async def closed_loop_client() -> None:
-            while (request := next_request()) is not None:
-                await _send(client, request, results)
-
-        async def open_loop() -> None:
-            slots = asyncio.Semaphore(settings.concurrency)
-            pending: set[asyncio.Task] = set()
-            times = arrival_times(
-                random.Random(settings.seed + 1),
-                rate=settings.rate or 1.0,
-                day_length_s=settings.day_length_s,
-                start_hour=settings.start_hour,
-            )
-
-            async def one(request: ChatRequest) -> None:
-                try:
-                    await _send(client, request, results)
-                finally:
-                    slots.release()
-
-            try:
-                for at in times:
-                    if start + at >= deadline:
-                        break
-                    await asyncio.sleep(max(0.0, start + at - loop.time()))
-                    # Past the concurrency limit, arrivals wait here (a client-side queue).
-                    await slots.acquire()
-                    request = next_request()
-                    if request is None:
-                        slots.release()
-                        break
-                    task = asyncio.create_task(one(request))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                if pending:
-                    await asyncio.wait(set(pending))
-            finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-
+        work: asyncio.Future[Any]
         if settings.rate is None:
-            work = asyncio.gather(*(closed_loop_client() for _ in range(settings.concurrency)))
+            clients = [
+                _closed_loop_client(client, next_request, results)
+                for _ in range(settings.concurrency)
+            ]
+            work = asyncio.gather(*clients)
         else:
-            work = asyncio.ensure_future(open_loop())
-        # The duration bound holds for requests in flight too: they are cancelled at the deadline.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await work
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            work = asyncio.ensure_future(
+                _open_loop(client, settings, next_request, results, start, deadline)
+            )
+        await _finish_by(work, deadline)
     return results, loop.time() - start
 
 

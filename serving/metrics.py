@@ -76,6 +76,50 @@ TOKEN_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+def _latency_histograms(
+    p: str, registry: CollectorRegistry
+) -> tuple[Histogram, Histogram, Histogram]:
+    """End-to-end duration, time to first token and time per output token, in this order."""
+    return (
+        Histogram(
+            f"{p}_inference_duration_seconds",
+            "End-to-end request duration",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        Histogram(
+            f"{p}_time_to_first_token_seconds",
+            "Time from request arrival to the first output token",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        Histogram(
+            f"{p}_time_per_output_token_seconds",
+            "Mean time between output tokens of a request, after the first",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+    )
+
+
+def _token_histograms(p: str, registry: CollectorRegistry) -> tuple[Histogram, Histogram]:
+    """Output and prompt tokens per request, in this order."""
+    return (
+        Histogram(
+            f"{p}_output_tokens",
+            "Output tokens per request",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        ),
+        Histogram(
+            f"{p}_prompt_tokens",
+            "Prompt tokens per request",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        ),
+    )
+
+
 class ServingMetrics:
     """The serving metrics, registered in ``registry`` with names prefixed ``prefix``.
 
@@ -114,36 +158,10 @@ class ServingMetrics:
         self.requests = Counter(
             f"{p}_requests", "Generation requests by outcome", ["status"], registry=registry
         )
-        self.inference_duration = Histogram(
-            f"{p}_inference_duration_seconds",
-            "End-to-end request duration",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.inference_duration, self.time_to_first_token, self.time_per_output_token = (
+            _latency_histograms(p, registry)
         )
-        self.time_to_first_token = Histogram(
-            f"{p}_time_to_first_token_seconds",
-            "Time from request arrival to the first output token",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.time_per_output_token = Histogram(
-            f"{p}_time_per_output_token_seconds",
-            "Mean time between output tokens of a request, after the first",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.output_tokens = Histogram(
-            f"{p}_output_tokens",
-            "Output tokens per request",
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.prompt_tokens = Histogram(
-            f"{p}_prompt_tokens",
-            "Prompt tokens per request",
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
-        )
+        self.output_tokens, self.prompt_tokens = _token_histograms(p, registry)
         self.in_flight = Gauge(
             f"{p}_requests_in_flight", "Admitted requests not finished yet", registry=registry
         )

@@ -38,7 +38,7 @@ from serving.engines.base import (
     GenerationRequest,
     PromptTooLong,
 )
-from serving.faults import FaultInjector
+from serving.faults import FaultInjector, RequestFaults
 from serving.json_schema import SchemaRefused
 from serving.metrics import ServingMetrics, Status
 from serving.quality import JsonCheck, QualityChecker, QualityResult
@@ -248,11 +248,7 @@ class InferenceService:
         timer = loop.call_at(ticket.deadline, deadline.expire)
         try:
             deadline.task = asyncio.current_task()  # the consumer's task, for the whole stream
-            deadline.waiting = True
-            try:
-                plan = await faults.begin(wants_json=ticket.wants_json)
-            finally:
-                deadline.waiting = False
+            plan = await self._begin_faults(ticket, deadline)
             # The per-token path: plain attribute reads and writes only (it runs for every token).
             while True:
                 if deadline.expired:
@@ -278,33 +274,52 @@ class InferenceService:
                 parts.append(chunk.text)
                 last = chunk
                 yield chunk
-            end = loop.time()
-            self._completed(ticket, "".join(parts), last, first_at, end)
-            status = (
-                "json_parse_error" if ticket.quality and not ticket.quality.json_ok else "success"
-            )
+            status = self._completed(ticket, "".join(parts), last, first_at, loop.time())
         except asyncio.CancelledError:
             # Our own deadline (and no other cancellation pending): a timeout, not a cancel.
             if deadline.expired and deadline.task is not None and deadline.task.uncancel() == 0:
                 raise GenerationTimeout(self._timeout_message) from None
             raise
-        except _Expired:
-            raise GenerationTimeout(self._timeout_message) from None
-        except PromptTooLong as exc:
-            status = "rejected"
-            raise Rejected(400, str(exc), code="context_length_exceeded") from None
-        except EngineError as exc:
-            status = "error"
-            raise GenerationFailed(str(exc)) from None
         except Exception as exc:
-            status = "error"
-            _log.exception("request %s failed", request.request_id)
-            raise GenerationFailed(f"internal error: {type(exc).__name__}") from None
+            status, error = self._failure(exc, request.request_id)
+            raise error from None
         finally:
-            timer.cancel()
-            if status not in ("success", "json_parse_error"):
-                await self._abort(request.request_id, chunks)
-            self._finish(ticket, status, loop.time())
+            await self._settle(ticket, status, chunks, timer)
+
+    async def _begin_faults(self, ticket: Ticket, deadline: _Deadline) -> RequestFaults:
+        """The request's start-of-request faults; the deadline may cancel the wait for them."""
+        deadline.waiting = True
+        try:
+            return await self.faults.begin(wants_json=ticket.wants_json)
+        finally:
+            deadline.waiting = False
+
+    async def _settle(
+        self,
+        ticket: Ticket,
+        status: Status,
+        chunks: AsyncIterator[GenerationChunk],
+        timer: asyncio.TimerHandle,
+    ) -> None:
+        """Stop the deadline, abort the engine request unless it completed, count the request."""
+        timer.cancel()
+        if status not in ("success", "json_parse_error"):
+            await self._abort(ticket.request.request_id, chunks)
+        self._finish(ticket, status, asyncio.get_running_loop().time())
+
+    def _failure(self, exc: Exception, request_id: str) -> tuple[Status, Exception]:
+        """What a request that raised ``exc`` counts as, and the exception to raise instead.
+
+        Called from the ``except`` clause, so that the log's traceback is ``exc``'s.
+        """
+        if isinstance(exc, _Expired):
+            return "timeout", GenerationTimeout(self._timeout_message)
+        if isinstance(exc, PromptTooLong):
+            return "rejected", Rejected(400, str(exc), code="context_length_exceeded")
+        if isinstance(exc, EngineError):
+            return "error", GenerationFailed(str(exc))
+        _log.exception("request %s failed", request_id)
+        return "error", GenerationFailed(f"internal error: {type(exc).__name__}")
 
     def _completed(
         self,
@@ -313,7 +328,8 @@ class InferenceService:
         last: GenerationChunk | None,
         first_at: float | None,
         end: float,
-    ) -> None:
+    ) -> Status:
+        """Record a completed generation; the status it counts as."""
         metrics = self.metrics
         quality = self.quality.evaluate(
             ticket.request, text, last and last.finish_reason, ticket.json_check
@@ -331,6 +347,7 @@ class InferenceService:
             _log.debug(
                 "request %s: JSON check failed: %s", ticket.request.request_id, quality.json_problem
             )
+        return "json_parse_error" if quality and not quality.json_ok else "success"
 
     async def _abort(self, request_id: str, chunks: AsyncIterator[GenerationChunk]) -> None:
         # Close our side first (the engine's generator sees GeneratorExit), then tell the engine,

@@ -17,13 +17,11 @@ Examples
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 if TYPE_CHECKING:
-    from detector.core.ensemble import Ensemble, EnsembleScores
     from detector.core.families.iforest import IsolationForestDetector
     from detector.core.features import Window
 
@@ -45,41 +43,45 @@ def top_contributions(credit: pd.Series, n: int = TOP) -> dict[str, float]:
 
 
 class BatchAttribution:
-    """Contributions for the rows of one batch that an ensemble scores.
+    """Contributions for the rows of one scored batch, worked out when first asked for.
 
-    Create it right before ``ensemble.update(batch)`` (it copies the forest's streaming state),
-    hand it the update's result with :meth:`scored`, then ask :meth:`at` for the rows recorded.
-    An ensemble without the isolation forest explains nothing (every answer is empty).
+    The ensemble builds one with every batch it scores while it runs a joint family
+    (:attr:`EnsembleScores.attribution <detector.core.ensemble.EnsembleScores.attribution>`):
+    everything an explanation needs is given here, so :meth:`at` can be asked any time after.
 
     Parameters
     ----------
-    ensemble : Ensemble
-        A fitted ensemble, before it scores the batch.
+    family : str
+        The joint family explained (its name in the ensemble).
+    forest : IsolationForestDetector
+        The fitted family.
+    state : Window
+        Its streaming state before the batch (a copy the family no longer changes).
+    residuals : DataFrame
+        The batch's standardised residuals, which the family scored.
     top : int
         Contributions returned per row.
     """
 
-    def __init__(self, ensemble: Ensemble, *, top: int = TOP) -> None:
-        members = getattr(ensemble, "members_", {})
-        self._forest: IsolationForestDetector | None = members.get("iforest")
-        self._state: Window | None = (
-            copy.deepcopy(self._forest.state_) if self._forest is not None else None
-        )
-        self._residuals: pd.DataFrame | None = None
+    def __init__(
+        self,
+        family: str,
+        forest: IsolationForestDetector,
+        state: Window,
+        residuals: pd.DataFrame,
+        *,
+        top: int = TOP,
+    ) -> None:
+        self.family = family
+        self.top = top
+        self._forest = forest
+        self._state = state
+        self._residuals = residuals
         self._features: pd.DataFrame | None = None
         self._done: dict[int, dict[str, float]] = {}
-        self.top = top
-
-    def scored(self, result: EnsembleScores) -> None:
-        """The result of the ``update`` that scored the batch."""
-        self._residuals = result.residuals
-        self._features = None
-        self._done.clear()
 
     def at(self, row: int) -> dict[str, float]:
         """Up to ``top`` features that made row ``row`` (position in the batch) anomalous."""
-        if self._forest is None or self._residuals is None:
-            return {}
         if row not in self._done:
             if self._features is None:
                 # Rows' window features depend on the rows before: built once for the batch.

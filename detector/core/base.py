@@ -2,9 +2,14 @@
 
 Higher raw scores mean more anomalous; raw scores are finite and non-negative; rows that cannot be
 scored yet (warm-up, missing values) score 0. ``fit`` learns the model from a training frame and the
-streaming state at the end of it; ``score`` continues from that state without changing it, and
-``update`` continues from it and keeps the new state, so ``score(A + B)`` equals ``update(A)``
-followed by ``update(B)``.
+streaming state at the end of it; ``run(frame, advance=...)`` continues from that state, keeping
+the new state only when ``advance`` is true (the one way to score without changing a model: from a
+copy of the state). ``score`` and ``update`` are ``run`` on a checked frame, so ``score(A + B)``
+equals ``update(A)`` followed by ``update(B)``.
+
+The ensemble fits and runs every family the same way on what its baseline's decomposition gives
+the family (:meth:`BaseDetector.inputs`); a family flagged ``joint`` scores all signals together
+in one column.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import ABC, abstractmethod
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from detector.core.families.seasonal import Decomposition
 
 __all__ = [
     "DIRECTIONS",
@@ -30,6 +38,8 @@ __all__ = [
     "check_frame",
     "check_range",
     "direction_for",
+    "directional_scores",
+    "infinite_as_missing",
 ]
 
 DIRECTIONS = ("up", "down", "both")
@@ -56,8 +66,11 @@ def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
 
 
-def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Validate a time-indexed frame of float signals and return it as float64, sorted by time."""
+def check_frame(frame: pd.DataFrame, *, keep_infinite: bool = False) -> pd.DataFrame:
+    """Validate a time-indexed frame of float signals and return it as float64, sorted by time.
+
+    Infinite values become missing unless ``keep_infinite``.
+    """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
     if not isinstance(frame.index, pd.DatetimeIndex):
@@ -67,10 +80,14 @@ def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame if (frame.dtypes == np.float64).all() else frame.astype("float64")
     if not out.index.is_monotonic_increasing:
         out = out.sort_index(kind="stable")
-    values = out.to_numpy()
-    if np.isinf(values).any():
-        out = out.replace([np.inf, -np.inf], np.nan)
-    return out
+    return out if keep_infinite else infinite_as_missing(out)
+
+
+def infinite_as_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with infinite values as NaN (the same frame when it has none)."""
+    if np.isinf(frame.to_numpy()).any():
+        return frame.replace([np.inf, -np.inf], np.nan)
+    return frame
 
 
 Directions = str | dict[str, str]
@@ -123,6 +140,12 @@ def apply_directions(z: np.ndarray, directions: Directions, signals: list[str]) 
     return out
 
 
+def directional_scores(z: pd.DataFrame, directions: Directions) -> pd.DataFrame:
+    """:func:`apply_directions` of a frame of signed deviations, as a frame like it."""
+    out = apply_directions(z.to_numpy(), directions, list(z.columns))
+    return pd.DataFrame(out, index=z.index, columns=z.columns)
+
+
 class ParamsMixin:
     """scikit-learn-style hyper-parameters: keyword arguments of ``__init__``, stored unchanged."""
 
@@ -152,6 +175,14 @@ class ParamsMixin:
 class BaseDetector(ParamsMixin, ABC):
     """A detector family: learned state in attributes ending in ``_``, set only by ``fit``."""
 
+    # A joint family scores every signal together, in one column (the isolation forest).
+    joint: ClassVar[bool] = False
+    # Where the calibration's tail starts (see :class:`~detector.core.calibration.TailCalibrator`).
+    tail_quantile: ClassVar[float] = 0.98
+    # An infinite input (a residual of a value near the float limit) is scored, as the largest
+    # score, instead of taken as missing: for families that score a row on its own.
+    keeps_infinite: ClassVar[bool] = False
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "state_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
@@ -168,10 +199,26 @@ class BaseDetector(ParamsMixin, ABC):
     def _run(self, frame: pd.DataFrame, state: Any) -> tuple[pd.DataFrame, Any]:
         """Score ``frame`` from ``state``; return raw scores and the state after the last row."""
 
+    def inputs(self, decomposition: Decomposition) -> pd.DataFrame:
+        """The frame this family reads from a baseline decomposition: the residuals ``z``."""
+        return self._checked(decomposition.z)
+
+    def _checked(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """An internal frame (already sorted float64) as :meth:`score` would check it."""
+        return frame if self.keeps_infinite else infinite_as_missing(frame)
+
+    def alarm_scores(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """The columns of ``run``'s output that are calibrated and may raise alarms: all."""
+        return scores
+
+    def holds(self, scores: pd.DataFrame) -> np.ndarray | None:
+        """Per signal and row, how far a lasting deviation keeps an open event open; None here."""
+        return None
+
     def fit(self, frame: pd.DataFrame) -> Self:
         """Fit on a training frame; its own scores are kept in ``train_scores_`` for calibration."""
         self._validate_params()
-        frame = check_frame(frame)
+        frame = check_frame(frame, keep_infinite=self.keeps_infinite)
         initial = self._fit_model(frame)
         self.initial_state_ = copy.deepcopy(initial)
         self.train_scores_, self.state_ = self._run_training(frame, initial)
@@ -187,14 +234,23 @@ class BaseDetector(ParamsMixin, ABC):
         """Score the training frame itself; a family may keep more of it here."""
         return self._run(frame, state)
 
+    def _state(self, advance: bool) -> Any:
+        """The streaming state to continue from: the model's own, or a copy it will not see."""
+        self._check_fitted()
+        return self.state_ if advance else copy.deepcopy(self.state_)
+
+    def run(self, frame: pd.DataFrame, *, advance: bool) -> pd.DataFrame:
+        """Raw scores of rows that follow the training data (a frame as :func:`check_frame`
+        returns it); with ``advance`` the streaming state is kept for the next call."""
+        out, state = self._run(frame, self._state(advance))
+        if advance:
+            self.state_ = state
+        return out
+
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Raw scores of rows that follow the training data; the detector is not changed."""
-        self._check_fitted()
-        out, _ = self._run(check_frame(frame), copy.deepcopy(self.state_))
-        return out
+        return self.run(check_frame(frame, keep_infinite=self.keeps_infinite), advance=False)
 
     def update(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Raw scores of new rows, keeping the streaming state for the next call."""
-        self._check_fitted()
-        out, self.state_ = self._run(check_frame(frame), self.state_)
-        return out
+        return self.run(check_frame(frame, keep_infinite=self.keeps_infinite), advance=True)

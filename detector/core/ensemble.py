@@ -8,14 +8,16 @@ Hysteresis turns scores into the ``anomalous`` decision per signal and overall.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
+from detector.core.attribution import BatchAttribution
 from detector.core.base import (
+    BaseDetector,
     Directions,
     NotFittedError,
     ParamsMixin,
@@ -27,48 +29,33 @@ from detector.core.base import (
 from detector.core.calibration import CalibratorBank, TailCalibrator
 from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES
 from detector.core.families.counts import denominator_trials
+from detector.core.families.deviation import SeasonalDeviation
 from detector.core.families.iforest import JOINT, IsolationForestDetector
 from detector.core.families.levelshift import LevelShiftDetector
-from detector.core.families.seasonal import SeasonalBaseline
+from detector.core.families.seasonal import Decomposition, SeasonalBaseline
 from detector.core.families.sustained import SustainedShift
 from detector.core.hysteresis import Hysteresis, HysteresisGroup
 from detector.core.refractory import Refractory
+from detector.core.scores import EnsembleScores
 from detector.core.timeutil import DAY_S, seconds
 
-__all__ = ["JOINT", "OVERALL", "Ensemble", "EnsembleScores"]
+__all__ = ["JOINT", "OVERALL", "Ensemble"]
 
-# The families that score each signal on its own (the isolation forest scores them jointly).
-_PER_SIGNAL = ("seasonal", "levelshift", "sustained")
 OVERALL = "overall"
+_FAMILY_TYPES: dict[str, type[BaseDetector]] = {
+    "seasonal": SeasonalDeviation,
+    "levelshift": LevelShiftDetector,
+    "sustained": SustainedShift,
+    "iforest": IsolationForestDetector,
+}
 
 
-@dataclass(frozen=True)
-class EnsembleScores:
-    """Everything the ensemble says about a stretch of rows."""
-
-    anomaly_score: pd.Series  # overall, in [0, 1]
-    anomalous: pd.Series  # overall 0/1 decision after hysteresis
-    signal_scores: pd.DataFrame  # per signal, in [0, 1]
-    signal_anomalous: pd.DataFrame  # per signal 0/1
-    detector_scores: pd.DataFrame  # columns (signal or "joint", family), in [0, 1]
-    actual: pd.DataFrame
-    expected: pd.DataFrame
-    lower: pd.DataFrame
-    upper: pd.DataFrame
-    # The baseline's standardised residuals, which the isolation forest scored: enough to
-    # explain its score afterwards (:meth:`IsolationForestDetector.contributions`).
-    residuals: pd.DataFrame | None = None
-
-
-def _calibrator(family: str, counted: bool) -> TailCalibrator:
-    """The calibrator of a column: counts' scores are normal scores, tail included; a drift of
-    hours in the training window fills percents of the sustained family's rows, so its tail is
-    read from the 90th percentile on, where most exceedances are still ordinary."""
-    if counted and family in _PER_SIGNAL:
+def _calibrator(family: BaseDetector, counted: bool) -> TailCalibrator:
+    """The calibrator of a column: counts' scores are normal scores, tail included; otherwise
+    the tail starts where the family says."""
+    if counted and not family.joint:
         return TailCalibrator(tail="normal")
-    if family == "sustained":
-        return TailCalibrator(tail_quantile=0.9)
-    return TailCalibrator()
+    return TailCalibrator(tail_quantile=family.tail_quantile)
 
 
 class Ensemble(ParamsMixin):
@@ -198,10 +185,13 @@ class Ensemble(ParamsMixin):
         frame = check_frame(frame)
         if frame.shape[0] < 3:
             raise ValueError(f"need at least 3 rows to fit, got {frame.shape[0]}")
+        reserved = sorted({JOINT, OVERALL} & set(frame.columns))
+        if reserved:
+            # They name the joint family's column and the overall decision beside the signals.
+            raise ValueError(f"signal names {reserved} are reserved; rename those columns")
         self.signals_ = list(frame.columns)
         step = float(np.median(np.diff(seconds(frame.index)))) if frame.shape[0] > 1 else 1.0
         self.step_s_ = max(step, 1e-3)
-        trials = self._trials(frame, trials)
         self.baseline_ = SeasonalBaseline(
             directions=self.directions,
             transform=self.transform,
@@ -212,47 +202,47 @@ class Ensemble(ParamsMixin):
             band=self.band,
             ratios=self.ratios,
             slow_accept_after=self.accept_after,
-        ).fit(frame, trials)
+        ).fit(frame, self._trials(frame, trials))
         dec = self.baseline_.train_decomposition_
-        z = dec.z
-        self.members_: dict[str, Any] = {}
-        if "levelshift" in self.families:
-            self.members_["levelshift"] = LevelShiftDetector(
-                window=self.window, directions=self.directions
-            ).fit(z)
-        if "sustained" in self.families:
-            self.members_["sustained"] = SustainedShift(
-                horizons=self.horizons, directions=self.directions
-            ).fit(SustainedShift.parts(dec.u, dec.events, dec.means))
+        # Every family the same way, in the order of FAMILIES (the calibrators' column order).
+        self.members_: dict[str, BaseDetector] = {
+            name: self._fitted_family(name, dec) for name in FAMILIES if name in self.families
+        }
+        if "sustained" in self.members_:
             models = self.baseline_.stacked_
             swing = models.profile_spread() / np.median(models.slow_scale, axis=1)
-            self.sustained_alarms_ = swing <= self.max_profile_ratio
-        if "iforest" in self.families:
-            self.members_["iforest"] = IsolationForestDetector(
-                window=self.window, directions=self.directions, random_state=self.random_state
-            ).fit(z)
-        raw = self._raw_training_scores()
+            self.members_["sustained"].restrict_alarms(swing <= self.max_profile_ratio)
+        self._calibrate(frame.shape[0])
+        self.training_end_ = frame.index[-1]
+        self.training_start_ = frame.index[0]
+        self._decisions()
+        return self
+
+    def _calibrate(self, rows: int) -> None:
+        """One calibrator per (signal or joint column, family), on the training scores."""
+        raw = {name: m.alarm_scores(m.train_scores_) for name, m in self.members_.items()}
         # Each (signal, family) is one more chance of a false alarm: calibrating every one against
         # the horizon times their number keeps the overall rate what one threshold promises.
         n_tests = sum(scores.shape[1] for scores in raw.values())
         horizon_points = max(self.horizon / self.step_s_, 1.0) * n_tests
         # The tracker's first rows have no history yet; their scores would inflate the tails.
-        skip = min(frame.shape[0] // 5, 50)
+        skip = min(rows // 5, 50)
         # Ratios are scored as counts against a Poisson model: their scores are normal scores,
         # and so is the tail beyond what training showed.
         counted = {self.signals_[j] for j in self.baseline_.counts_.columns}
         calibrators = {}
         for family, scores in raw.items():
             for column in scores.columns:
-                cal = _calibrator(family, column in counted).fit(
+                cal = _calibrator(self.members_[family], column in counted).fit(
                     scores[column].to_numpy()[skip:], horizon_points=horizon_points
                 )
                 calibrators[(column, family)] = cal
         # One calibrator per (signal or "joint", family), in the order of the scores' columns.
         self.calibrators_ = CalibratorBank(calibrators)
-        self.detector_columns_ = pd.MultiIndex.from_tuples(self.calibrators_.labels)
-        self.training_end_ = frame.index[-1]
-        self.training_start_ = frame.index[0]
+        self.family_columns_ = pd.MultiIndex.from_tuples(self.calibrators_.labels)
+
+    def _decisions(self) -> None:
+        """The hysteresis per signal and overall, the refractory periods per unit."""
         # The refractory periods run per signal, and for each joint (cross-signal) column.
         joint = [label[0] for label in self.calibrators_.labels if label[0] not in self.signals_]
         units = {name: j for j, name in enumerate(dict.fromkeys([*self.signals_, *joint]))}
@@ -266,7 +256,6 @@ class Ensemble(ParamsMixin):
             leave=self.leave,
             min_points=self.min_points,
         )
-        return self
 
     def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame | None:
         """Explicit ``trials``, with those the ``denominators`` give from the frame on top."""
@@ -274,17 +263,16 @@ class Ensemble(ParamsMixin):
             return trials
         return denominator_trials(frame, self.denominators, self.step_s_, trials)
 
-    def _raw_training_scores(self) -> dict[str, pd.DataFrame]:
-        out = {"seasonal": self.baseline_.train_scores_}
-        for name, member in self.members_.items():
-            out[name] = self._alarm_scores(name, member.train_scores_)
-        return out
-
-    def _alarm_scores(self, family: str, scores: pd.DataFrame) -> pd.DataFrame:
-        """A family's raw scores as calibrated (the sustained family's, where it may alarm)."""
-        if family != "sustained":
-            return scores
-        return scores["score"] * self.sustained_alarms_
+    def _fitted_family(self, name: str, decomposition: Decomposition) -> BaseDetector:
+        """The family ``name`` with the ensemble's parameters for it, fitted."""
+        params: dict[str, Any] = {
+            "seasonal": {},
+            "levelshift": {"window": self.window},
+            "sustained": {"horizons": self.horizons},
+            "iforest": {"window": self.window, "random_state": self.random_state},
+        }[name]
+        family = _FAMILY_TYPES[name](directions=self.directions, **params)
+        return family.fit(family.inputs(decomposition))
 
     def compact(self) -> Self:
         """Drop what only fitting needed; scores and decisions stay the same.
@@ -306,6 +294,34 @@ class Ensemble(ParamsMixin):
         """Continue the ``anomalous`` decisions and refractory periods of the model replaced."""
         self.hysteresis_.carry(previous.hysteresis_)
         self.refractory_.carry(previous.refractory_)
+
+    def _decide(
+        self, matrix: np.ndarray, per_signal: np.ndarray, keep: np.ndarray | None, *, advance: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The decisions per signal and overall, and which rows' scores are held (repeats)."""
+        n = len(self.signals_)
+        # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
+        # per episode, and ``min_points`` needs consecutive rows that holding would cap.
+        # The overall column's own hysteresis sees only the cross-signal (joint) columns; the
+        # overall alarm is on while it or any signal's alarm is.
+        joint = np.flatnonzero(self.column_units_ >= n)
+        overall_in = matrix[:, joint].max(axis=1) if joint.size else np.zeros(matrix.shape[0])
+        decisions = np.column_stack([per_signal, overall_in])
+        if keep is not None:
+            # A lasting deviation holds a signal's score at ``leave`` for the hysteresis: its
+            # open event stays open, a closed one does not open (``leave`` is below ``enter``).
+            hold = min(self.leave, float(np.nextafter(self.enter, -np.inf)))
+            decisions[:, :n] = np.where(keep, np.maximum(per_signal, hold), per_signal)
+        was_on = self.hysteresis_.on[:n].astype(bool)
+        decided = self.hysteresis_.decide(decisions, advance=advance)
+        decided[:, n] = np.maximum(decided[:, n], decided[:, :n].max(axis=1, initial=0))
+        # A signal's onset is found on its score across families; a held row holds every
+        # family's score of that signal, so no detector column reports the repeat either. Rows
+        # that continue an open event are repeats too: the event is the news, once.
+        held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
+        on = decided[:, :n].astype(bool)
+        held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
+        return decided, held
 
     def _unit_scores(self, matrix: np.ndarray, per_signal: np.ndarray) -> np.ndarray:
         """Scores of the refractory units: each signal's, then each joint column's maximum."""
@@ -335,16 +351,18 @@ class Ensemble(ParamsMixin):
             raise NotFittedError("Ensemble is not fitted yet; call fit() first")
         frame = check_frame(frame).reindex(columns=self.signals_)
         trials = self._trials(frame, trials)
-        dec = self.baseline_.decompose(frame, trials=trials, advance=advance)
-        raw = {"seasonal": self.baseline_.scores_from(dec.z)}
+        # A joint family's explanations start from its state before the batch.
+        explained = next(((k, m) for k, m in self.members_.items() if m.joint), None)
+        before = copy.deepcopy(explained[1].state_) if explained is not None else None
+        dec = self.baseline_.decomposition(frame, trials=trials, advance=advance)
+        raw: dict[str, pd.DataFrame] = {}
+        keep = None
         for name, member in self.members_.items():
-            data = dec.z
-            if name == "sustained":
-                data = SustainedShift.parts(dec.u, dec.events, dec.means)
-            out = member.update(data) if advance else member.score(data)
-            if name == "sustained":
-                keep = out["keep"].to_numpy() >= self.persist
-            raw[name] = self._alarm_scores(name, out)
+            out = member.run(member.inputs(dec), advance=advance)
+            held = member.holds(out)
+            if held is not None:
+                keep = held >= self.persist if keep is None else keep | (held >= self.persist)
+            raw[name] = member.alarm_scores(out)
         # Plain arrays from here on: per-column pandas operations dominate when many signals are
         # scored at once. Columns follow the calibrators: each family's, in family order.
         matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))
@@ -352,44 +370,24 @@ class Ensemble(ParamsMixin):
         per_signal = matrix[:, :n].copy()
         start = 0
         for family, scores in raw.items():
-            if family in _PER_SIGNAL:
+            if not self.members_[family].joint:
                 np.maximum(per_signal, matrix[:, start : start + n], out=per_signal)
             start += scores.shape[1]
-        # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
-        # per episode, and ``min_points`` needs consecutive rows that holding would cap.
-        # The overall column's own hysteresis sees only the cross-signal (joint) columns; the
-        # overall alarm is on while it or any signal's alarm is.
-        joint = np.flatnonzero(self.column_units_ >= n)
-        overall_in = matrix[:, joint].max(axis=1) if joint.size else np.zeros(frame.shape[0])
-        decisions = np.column_stack([per_signal, overall_in])
-        if "sustained" in self.members_:
-            # A lasting deviation holds a signal's score at ``leave`` for the hysteresis: its
-            # open event stays open, a closed one does not open (``leave`` is below ``enter``).
-            hold = min(self.leave, float(np.nextafter(self.enter, -np.inf)))
-            decisions[:, :n] = np.where(keep, np.maximum(per_signal, hold), per_signal)
-        was_on = self.hysteresis_.on[:n].astype(bool)
-        decided = self.hysteresis_.decide(decisions, advance=advance)
-        decided[:, n] = np.maximum(decided[:, n], decided[:, :n].max(axis=1, initial=0))
-        # A signal's onset is found on its score across families; a held row holds every
-        # family's score of that signal, so no detector column reports the repeat either. Rows
-        # that continue an open event are repeats too: the event is the news, once.
-        held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
-        on = decided[:, :n].astype(bool)
-        held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
+        decided, held = self._decide(matrix, per_signal, keep, advance=advance)
         cap = self.refractory_.cap
         matrix = np.where(held[:, self.column_units_], np.minimum(matrix, cap), matrix)
         per_signal = np.where(held[:, :n], np.minimum(per_signal, cap), per_signal)
-        detector_scores = pd.DataFrame(matrix, index=frame.index, columns=self.detector_columns_)
+        family_scores = pd.DataFrame(matrix, index=frame.index, columns=self.family_columns_)
         overall = matrix.max(axis=1)
         return EnsembleScores(
             anomaly_score=pd.Series(overall, index=frame.index, name="anomaly_score"),
             anomalous=pd.Series(decided[:, n], index=frame.index, name="anomalous"),
             signal_scores=pd.DataFrame(per_signal, index=frame.index, columns=self.signals_),
             signal_anomalous=pd.DataFrame(decided[:, :n], index=frame.index, columns=self.signals_),
-            detector_scores=detector_scores,
+            family_scores=family_scores,
             actual=frame,
             expected=dec.expected,
             lower=dec.lower,
             upper=dec.upper,
-            residuals=dec.z,
+            attribution=None if explained is None else BatchAttribution(*explained, before, dec.z),
         )

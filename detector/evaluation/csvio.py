@@ -105,6 +105,8 @@ def read_series_csv(
     file, a missing ``timestamp`` column, no signal columns, or a value or timestamp that does
     not parse or is out of range. Rows in messages are data rows: 1 is the first row after the
     header, blank lines are not counted.
+
+    (The function is long for this docstring: the CSV contract is written down where it is read.)
     """
     path = Path(path)
     try:

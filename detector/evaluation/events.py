@@ -125,6 +125,40 @@ def _alarm_runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
+def _checked_inputs(
+    index: pd.DatetimeIndex | np.ndarray,
+    decisions: np.ndarray,
+    windows: Sequence[tuple[pd.Timestamp, pd.Timestamp]],
+    grace: pd.Timedelta,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """Row times, decisions as floats, grace, window starts and ends (ns); ValueError if invalid."""
+    times = _nanoseconds(index)
+    values = np.asarray(decisions, dtype=float)
+    if values.shape != times.shape:
+        raise ValueError(f"decisions has shape {values.shape}, index has {times.size} rows")
+    if np.any(np.diff(times) < 0):
+        raise ValueError("index must be sorted ascending")
+    grace_ns = pd.Timedelta(grace).value
+    if grace_ns < 0:
+        raise ValueError(f"grace must not be negative, got {grace}")
+    tz = getattr(index, "tz", None)
+    w_start = _nanoseconds([start for start, _ in windows], tz)
+    w_end = _nanoseconds([end for _, end in windows], tz)
+    if np.any(w_end < w_start):
+        raise ValueError("every window must end at or after its start")
+    return times, values, grace_ns, w_start, w_end
+
+
+def _covered_count(n_alarms: int, starts: np.ndarray, stops: np.ndarray) -> int:
+    """How many of alarms ``0 .. n_alarms - 1`` fall in some range ``[start, stop)`` of them."""
+    # A difference array marks every covered alarm in one pass, however many ranges overlap.
+    marks = np.zeros(n_alarms + 1, dtype=np.int64)
+    spans = starts < stops
+    np.add.at(marks, starts[spans], 1)
+    np.add.at(marks, stops[spans], -1)
+    return int(np.count_nonzero(np.cumsum(marks[:-1]) > 0))
+
+
 def event_metrics(
     index: pd.DatetimeIndex | np.ndarray,
     decisions: np.ndarray,
@@ -156,33 +190,15 @@ def event_metrics(
         If lengths differ, the index is not sorted, a window ends before it starts, or ``grace`` is
         negative.
     """
-    times = _nanoseconds(index)
-    values = np.asarray(decisions, dtype=float)
-    if values.shape != times.shape:
-        raise ValueError(f"decisions has shape {values.shape}, index has {times.size} rows")
-    if np.any(np.diff(times) < 0):
-        raise ValueError("index must be sorted ascending")
-    grace_ns = pd.Timedelta(grace).value
-    if grace_ns < 0:
-        raise ValueError(f"grace must not be negative, got {grace}")
-    tz = getattr(index, "tz", None)
-    w_start = _nanoseconds([start for start, _ in windows], tz)
-    w_end = _nanoseconds([end for _, end in windows], tz)
-    if np.any(w_end < w_start):
-        raise ValueError("every window must end at or after its start")
-
+    times, values, grace_ns, w_start, w_end = _checked_inputs(index, decisions, windows, grace)
     first, last = _alarm_runs(np.nan_to_num(values) != 0)
     a_start, a_end = times[first], times[last]
     # Alarms are disjoint and sorted, so both a_start and a_end are sorted: the alarms overlapping
     # [lo, hi] are those from the first one ending at or after lo to the last one starting by hi.
     hit_first = np.searchsorted(a_end, w_start, side="left")
     graced_stop = np.searchsorted(a_start, w_end + grace_ns, side="right")
-    # Mark every alarm within some window's [start, end + grace] with a difference array.
-    marks = np.zeros(a_start.size + 1, dtype=np.int64)
-    spans = hit_first < graced_stop
-    np.add.at(marks, hit_first[spans], 1)
-    np.add.at(marks, graced_stop[spans], -1)
-    true_alarms = int(np.count_nonzero(np.cumsum(marks[:-1]) > 0))
+    # True alarms: those within some window's [start, end + grace].
+    true_alarms = _covered_count(a_start.size, hit_first, graced_stop)
 
     found = hit_first < a_start.size
     found[found] = a_start[hit_first[found]] <= w_end[found]

@@ -174,18 +174,13 @@ def _file_rows(
     return scores[keep], unit[keep], window[keep], n_scorable
 
 
-def _prepare(
+def _corpus_rows(
     results: Mapping[str, tuple[np.ndarray, np.ndarray]], windows: Mapping[str, Windows]
-) -> _Sweep:
-    if not results:
-        raise ValueError("no results to score")
-    missing_windows = sorted(set(results) - set(windows))
-    missing_results = sorted(set(windows) - set(results))
-    if missing_windows:
-        raise ValueError(f"no anomaly windows for results file(s): {missing_windows}")
-    if missing_results:
-        raise ValueError(f"no results for corpus file(s): {missing_results}")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Every file's scorable rows (score, unit value, window number) end to end, file by file.
 
+    Also returns the numbers of scorable windows and of all windows in the corpus.
+    """
     parts = []
     offset = n_scorable = n_windows = 0
     for name in sorted(results):
@@ -198,7 +193,13 @@ def _prepare(
         n_scorable += scorable
         n_windows += len(windows[name])
     score, unit, window = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return score, unit, window, n_scorable, n_windows
 
+
+def _window_gains(
+    score: np.ndarray, unit: np.ndarray, window: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: inside a window, its true-positive gain, and whether it detects a new window."""
     # Every row is an event changing the corpus score once the threshold reaches
     # its score: an outside row adds its FP cost; a row inside a window adds how
     # much it improves the window's earliest detection so far, in the window's
@@ -217,6 +218,23 @@ def _prepare(
     tp_gain[pos] = best - np.where(first_of_window, 0.0, np.r_[0.0, best[:-1]])
     detected = np.zeros(score.size, dtype=np.int64)
     detected[pos] = first_of_window
+    return inside, tp_gain, detected
+
+
+def _prepare(
+    results: Mapping[str, tuple[np.ndarray, np.ndarray]], windows: Mapping[str, Windows]
+) -> _Sweep:
+    if not results:
+        raise ValueError("no results to score")
+    missing_windows = sorted(set(results) - set(windows))
+    missing_results = sorted(set(windows) - set(results))
+    if missing_windows:
+        raise ValueError(f"no anomaly windows for results file(s): {missing_windows}")
+    if missing_results:
+        raise ValueError(f"no results for corpus file(s): {missing_results}")
+
+    score, unit, window, n_scorable, n_windows = _corpus_rows(results, windows)
+    inside, tp_gain, detected = _window_gains(score, unit, window)
 
     order = np.argsort(-score, kind="stable")
     ranked = score[order]

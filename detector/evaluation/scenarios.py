@@ -254,6 +254,27 @@ def _span(start: pd.Timestamp, end: pd.Timestamp) -> str:
     return f"{start:%a %Y-%m-%d %H:%M}-{end.strftime(until)}"
 
 
+def _simulate(
+    name: str, g: Grid, seed: int, step_s: float, strength: str
+) -> tuple[Drivers, list[Incident], pd.DataFrame]:
+    """Traffic drivers, injected incidents and the frame of scraped rows."""
+    # Each scenario draws its own traffic levels and incidents, so the corpus covers a range.
+    tag = zlib.crc32(f"{name}/{strength}/{step_s:g}".encode())
+    drivers = _base_drivers(g, np.random.default_rng([seed, 0, tag]))
+    rng = np.random.default_rng([seed, 1, tag])
+    incidents = inject_incidents(name, g, drivers, rng, strength)
+    values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
+    keep = _keep_mask(g, drivers, rng, incidents)
+    return drivers, incidents, pd.DataFrame(values, index=g.index)[keep]
+
+
+def _describe(name: str, drivers: Drivers, labelled: tuple[LabelledIncident, ...]) -> str:
+    parts = [f"{_span(i.start, i.end)} {i.label}" for i in labelled]
+    traffic = f" (traffic {drivers.night_rps:.2f} req/s at night, {drivers.day_rps:.1f} by day)"
+    described = f"; {len(parts)} incident(s): " + "; ".join(parts) if parts else ""
+    return f"{name}: {_ABOUT[name]}{traffic}{described}"
+
+
 def generate(
     name: str,
     *,
@@ -296,26 +317,16 @@ def generate(
     if strength not in STRENGTHS:
         raise ValueError(f"strength={strength!r} is not allowed; choose one of {list(STRENGTHS)}")
     g = _grid(start, days, step_s)
-    # Each scenario draws its own traffic levels and incidents, so the corpus covers a range.
-    tag = zlib.crc32(f"{name}/{strength}/{step_s:g}".encode())
-    drivers = _base_drivers(g, np.random.default_rng([seed, 0, tag]))
-    rng = np.random.default_rng([seed, 1, tag])
-    incidents = inject_incidents(name, g, drivers, rng, strength)
-    values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
-    keep = _keep_mask(g, drivers, rng, incidents)
-    frame = pd.DataFrame(values, index=g.index)[keep]
+    drivers, incidents, frame = _simulate(name, g, seed, step_s, strength)
     labelled = tuple(
         LabelledIncident(g.index[i.first], g.index[i.last], g.index[i.visible], i.label)
         for i in incidents
     )
-    parts = [f"{_span(i.start, i.end)} {i.label}" for i in labelled]
-    traffic = f" (traffic {drivers.night_rps:.2f} req/s at night, {drivers.day_rps:.1f} by day)"
-    described = f"; {len(parts)} incident(s): " + "; ".join(parts) if parts else ""
     return Scenario(
         name,
         frame,
         [(i.start, i.end) for i in labelled],
-        f"{name}: {_ABOUT[name]}{traffic}{described}",
+        _describe(name, drivers, labelled),
         strength=strength,
         step_s=float(step_s),
         incidents=labelled,

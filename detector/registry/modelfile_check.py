@@ -31,6 +31,7 @@ ALLOWED_CLASSES: dict[str, str] = {
     "detector.core.features.Window": "object",
     "detector.core.hysteresis.HysteresisGroup": "object",
     "detector.core.families.counts.CountColumns": "object",
+    "detector.core.families.deviation.SeasonalDeviation": "object",
     "detector.core.families.iforest.IsolationForestDetector": "object",
     "detector.core.families.levelshift.LevelShiftDetector": "object",
     "detector.core.families.seasonal.Decomposition": "object",

@@ -243,7 +243,7 @@ class DetectorSettings(BaseSettings):
     # Model versions kept per signal after each fit (the current one and a pinned one always).
     model_versions_kept: int = Field(10, ge=1, le=10_000)
     registry_root: Path = Path("models")
-    history_db: Path = Path("var/detector/service/history.py.sqlite")
+    history_db: Path = Path("var/detector/history.sqlite")
     api_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(9105, ge=1, le=65535)

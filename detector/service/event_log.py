@@ -16,11 +16,12 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from detector.core.attribution import BatchAttribution
+from detector.core.point import ScoredPoint
 
 if TYPE_CHECKING:
     from detector.service.history import Event, EventStore
@@ -43,10 +44,6 @@ class _Series(Protocol):
     event: Event | None
 
 
-def _num(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 @dataclass
 class ScoredRows:
     """One scored batch of a signal as arrays: rows are times, columns the model's series."""
@@ -62,6 +59,17 @@ class ScoredRows:
     families: dict[str, np.ndarray]
     version: str | None
     attribution: BatchAttribution | None = None
+
+    def point(self, r: int, j: int) -> ScoredPoint:
+        """Row ``r`` of column ``j`` as the record every later layer carries."""
+        return ScoredPoint.of(
+            self.t[r],
+            self.actual[r, j],
+            self.expected[r, j],
+            self.lower[r, j],
+            self.upper[r, j],
+            self.score[r, j],
+        )
 
     @property
     def cells(self) -> int:
@@ -146,36 +154,34 @@ class EventLog:
         if state.event is not None and (starts.size == 0 or starts[0] > k0):
             store.close_event(state.event.id, at=float(rows.t[k0]))
             state.event = None
-        forest = rows.families.get("iforest")
+        explained = rows.attribution.family if rows.attribution is not None else None
+        forest = rows.families.get(explained) if explained is not None else None
         for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
             marks = {a, a + int(np.argmax(rows.score[a:b, j])), b - 1}
             if forest is not None:
-                # The forest's own peak too, so that its explanation is recorded where it is
-                # clearest (the series' score does not include the joint forest's).
+                # The joint family's own peak too, so that its explanation is recorded where it
+                # is clearest (the series' score does not include the joint family's).
                 top = a + int(np.argmax(forest[a:b, j]))
                 if forest[top, j] >= self.enter:
                     marks.add(top)
             for r in sorted(marks):
-                point = self._point(rows, r, j)
+                point, rest = rows.point(r, j), self._context(rows, r, j)
                 if state.event is None:
-                    state.event = store.open_event(signal=self.signal, labels=state.labels, **point)
+                    state.event = store.open_event(
+                        signal=self.signal, labels=state.labels, point=point, **rest
+                    )
                 else:
-                    state.event = store.update_event(state.event.id, **point)
+                    state.event = store.update_event(state.event.id, point, **rest)
             if b < rows.t.size:
                 store.close_event(state.event.id, at=float(rows.t[b]))
                 state.event = None
 
-    def _point(self, rows: ScoredRows, r: int, j: int) -> dict:
+    def _context(self, rows: ScoredRows, r: int, j: int) -> dict[str, Any]:
+        """What an event records with a point: the families that fired and why, the model."""
         fired = [f for f, a in rows.families.items() if a[r, j] >= self.enter]
-        explain = "iforest" in fired and rows.attribution is not None
+        explain = rows.attribution is not None and rows.attribution.family in fired
         return {
-            "at": float(rows.t[r]),
-            "score": float(rows.score[r, j]),
-            "actual": _num(rows.actual[r, j]),
-            "expected": _num(rows.expected[r, j]),
-            "lower": _num(rows.lower[r, j]),
-            "upper": _num(rows.upper[r, j]),
-            "detectors": fired,
+            "families": fired,
             "contributions": rows.attribution.at(r) if explain else None,
             "model_version": rows.version,
         }

@@ -1,8 +1,9 @@
 """The service's ``llmwatch_*`` metrics, built at scrape time from its current state.
 
 A custom collector (registered on the ``CollectorRegistry`` it is given) yields gauge families
-each time Prometheus scrapes, from :class:`ExportView`: a series that is gone or stale simply
-is not in the next scrape, so nothing is left frozen at its last value.
+each time Prometheus scrapes, from the service's :class:`~detector.service.views.ServiceView`: a
+series that is gone or stale simply is not in the next scrape, so nothing is left frozen at its last
+value.
 
 Labels: every per-series metric carries ``signal`` and the source series' own labels; scores
 also carry ``detector`` (a family name, or ``ensemble`` for the series' combined score that the
@@ -14,51 +15,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from detector.service.views import ModelStatus, SeriesStatus
+from detector.service.views import ServiceView
 
 __all__ = [
     "ENSEMBLE",
     "RESERVED_LABELS",
-    "ExportView",
-    "RunStats",
     "ServiceCollector",
     "export_labels",
 ]
 
 ENSEMBLE = "ensemble"
 RESERVED_LABELS = frozenset({"signal", "detector", "version"})
-
-
-@dataclass(frozen=True)
-class RunStats:
-    """Figures about the service's own runs."""
-
-    last_run: float | None = None  # unix seconds when the last cycle finished
-    duration: float | None = None  # seconds the last cycle took
-    up: bool = False  # the last cycle's queries all succeeded
-    query_errors: dict[str, int] = field(default_factory=dict)  # signal -> failed queries so far
-    cycle_errors: dict[str, int] = field(default_factory=dict)  # stage -> failures so far
-    invalid_points: dict[str, int] = field(default_factory=dict)  # signal -> non-finite values
-    refused_series: dict[str, int] = field(default_factory=dict)  # signal -> over max_series
-
-
-class ExportView(Protocol):
-    """What the collector reads."""
-
-    def series(self, signal: str | None = None) -> list[SeriesStatus]:
-        """Latest status of every tracked series."""
-
-    def models(self) -> list[ModelStatus]:
-        """The model served for each signal."""
-
-    def run_stats(self) -> RunStats:
-        """Figures about the service's own runs."""
 
 
 def export_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -80,7 +51,7 @@ class ServiceCollector(Collector):
 
     Parameters
     ----------
-    view : ExportView
+    view : ServiceView
         The running service (or anything shaped like it).
     registry : CollectorRegistry
         Where to register; ``None`` leaves registration to the caller.
@@ -90,7 +61,7 @@ class ServiceCollector(Collector):
 
     def __init__(
         self,
-        view: ExportView,
+        view: ServiceView,
         registry: CollectorRegistry | None,
         *,
         clock: Callable[[], float] = time.time,
@@ -125,11 +96,11 @@ class ServiceCollector(Collector):
             ),
         }
         for status in self.view.series():
-            if status.stale or status.timestamp is None:
+            if status.stale or status.point.at is None:
                 continue
             base = {"signal": status.signal, **export_labels(status.labels)}
             if status.model_version is not None:
-                scores = {ENSEMBLE: status.score, **status.detector_scores}
+                scores = {ENSEMBLE: status.point.score, **status.family_scores}
                 for family, value in scores.items():
                     per_series["score"].add_sample(
                         "llmwatch_anomaly_score", {**base, "detector": family}, value
@@ -141,10 +112,11 @@ class ServiceCollector(Collector):
                     per_series["peak"].add_sample(
                         "llmwatch_event_peak_score", base, status.event_peak
                     )
+            point = status.point
             for key, value in (
-                ("expected", status.expected),
-                ("lower", status.lower),
-                ("upper", status.upper),
+                ("expected", point.expected),
+                ("lower", point.lower),
+                ("upper", point.upper),
             ):
                 if value is not None:
                     per_series[key].add_sample(f"llmwatch_{_NAMES[key]}", base, value)
@@ -163,10 +135,10 @@ class ServiceCollector(Collector):
         for model in self.view.models():
             if model.version is None:
                 continue
-            for detector in model.detectors:
+            for family in model.families:
                 info.add_sample(
                     "llmwatch_model_info",
-                    {"signal": model.signal, "detector": detector, "version": model.version},
+                    {"signal": model.signal, "detector": family, "version": model.version},
                     1.0,
                 )
             if model.created_at is not None:

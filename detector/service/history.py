@@ -14,10 +14,10 @@ Examples
 --------
 >>> import tempfile
 >>> store = EventStore(Path(tempfile.mkdtemp()) / "history.sqlite")
->>> ev = store.open_event(signal="rps", labels={"model": "m"}, at=100.0, score=0.97)
->>> ev = store.update_event(ev.id, at=130.0, score=0.99, detectors=["seasonal"])
+>>> ev = store.open_event(signal="rps", labels={"model": "m"}, point=ScoredPoint(100.0, score=0.97))
+>>> ev = store.update_event(ev.id, ScoredPoint(130.0, score=0.99), families=["seasonal"])
 >>> closed = store.close_event(ev.id, at=160.0)
->>> closed.peak_score, closed.start, closed.end, store.query(signal="rps").total
+>>> closed.peak.score, closed.start, closed.end, store.query(signal="rps").total
 (0.99, 100.0, 160.0, 1)
 >>> store.close()
 """
@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from detector.core.point import ScoredPoint
 from detector.service.history_reader import Event, EventError, EventPage, EventReader
 
 __all__ = ["Event", "EventError", "EventPage", "EventStore", "check_history"]
@@ -162,32 +162,17 @@ class EventStore(EventReader):
         *,
         signal: str,
         labels: Mapping[str, str],
-        at: float,
-        score: float,
-        actual: float | None = None,
-        expected: float | None = None,
-        lower: float | None = None,
-        upper: float | None = None,
-        detectors: Iterable[str] = (),
+        point: ScoredPoint,
+        families: Iterable[str] = (),
         contributions: Mapping[str, float] | None = None,
         model_version: str | None = None,
     ) -> Event:
-        """Start an event for a series, or resume the one already open for it.
+        """Start an event for a series at ``point``, or resume the one already open for it.
 
         Resuming applies the given values as an update, so calling this again after a restart
         is harmless.
         """
-        point = dict(
-            at=at,
-            score=score,
-            actual=actual,
-            expected=expected,
-            lower=lower,
-            upper=upper,
-            detectors=detectors,
-            contributions=contributions,
-            model_version=model_version,
-        )
+        rest = dict(families=families, contributions=contributions, model_version=model_version)
         key = _labels_key(labels)
         with self._writing():
             row = self._db.execute(
@@ -195,47 +180,37 @@ class EventStore(EventReader):
                 (signal, key),
             ).fetchone()
             if row is not None:
-                return self._update(row["id"], **point)
+                return self._update(row["id"], point, **rest)
             # A new event starts with no peak yet (-inf), then takes its first point the way
             # every later point is taken.
-            t, s = self._finite("at", at), self._finite("score", score)
+            t, s = self._finite("at", point.at), self._finite("score", point.score)
             cur = self._db.execute(
                 "INSERT INTO events (signal, labels, start, updated, score, peak_score, peak_at,"
                 " detectors, contributions) VALUES (?, ?, ?, ?, ?, ?, ?, '[]', '{}')",
                 (str(signal), key, t, t, s, -math.inf, t),
             )
-            return self._update(cur.lastrowid, **point)
+            return self._update(cur.lastrowid, point, **rest)
 
     def update_event(
         self,
         event_id: int,
+        point: ScoredPoint,
         *,
-        at: float,
-        score: float,
-        actual: float | None = None,
-        expected: float | None = None,
-        lower: float | None = None,
-        upper: float | None = None,
-        detectors: Iterable[str] = (),
+        families: Iterable[str] = (),
         contributions: Mapping[str, float] | None = None,
         model_version: str | None = None,
     ) -> Event:
         """Record the latest point of an open event; a new peak replaces the peak values.
 
-        ``detectors`` are added to those already recorded. ``contributions`` are kept from the
+        ``families`` are added to those already recorded. ``contributions`` are kept from the
         peak point; a point without any (the isolation forest did not fire there) keeps those
         recorded, and the first point with some records them even when it is not a peak.
         """
         with self._writing():
             return self._update(
                 event_id,
-                at=at,
-                score=score,
-                actual=actual,
-                expected=expected,
-                lower=lower,
-                upper=upper,
-                detectors=detectors,
+                point,
+                families=families,
                 contributions=contributions,
                 model_version=model_version,
             )
@@ -247,28 +222,29 @@ class EventStore(EventReader):
             event = self._get_open(event_id)
             self._db.execute(
                 "UPDATE events SET end = ?, updated = ? WHERE id = ?",
-                (max(t, event.start), max(t, event.updated), event_id),
+                (max(t, event.start), max(t, event.last.at), event_id),
             )
             return self._get(event_id, self._db)
 
-    def _update(self, event_id: int, *, at: float, score: float, **point: Any) -> Event:
+    def _update(
+        self,
+        event_id: int,
+        point: ScoredPoint,
+        *,
+        families: Iterable[str],
+        contributions: Mapping[str, float] | None,
+        model_version: str | None,
+    ) -> Event:
         event = self._get_open(event_id)
-        t, s = self._finite("at", at), self._finite("score", score)
-        vals = [self._value(n, point[n]) for n in ("actual", "expected", "lower", "upper")]
-        detectors = sorted(set(event.detectors) | set(point["detectors"]))
-        peak = s > event.peak_score
-        contributions = self._contributions(point["contributions"])
+        t, s = self._finite("at", point.at), self._finite("score", point.score)
+        vals = [self._value(n, getattr(point, n)) for n in ("actual", "expected", "lower", "upper")]
+        families = sorted(set(event.families) | set(families))
+        peak = s > event.peak.score
+        contributions = self._contributions(contributions)
         self._db.execute(
             "UPDATE events SET updated = ?, score = ?, actual = ?, expected = ?, lower = ?,"
             " upper = ?, detectors = ?, model_version = coalesce(?, model_version) WHERE id = ?",
-            (
-                max(t, event.updated),
-                s,
-                *vals,
-                json.dumps(detectors),
-                point["model_version"],
-                event_id,
-            ),
+            (max(t, event.last.at), s, *vals, json.dumps(families), model_version, event_id),
         )
         if peak:
             self._db.execute(

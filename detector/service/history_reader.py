@@ -15,6 +15,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detector.core.point import ScoredPoint
+
 __all__ = ["Event", "EventError", "EventPage", "EventReader"]
 
 
@@ -31,19 +33,9 @@ class Event:
     labels: dict[str, str]
     start: float
     end: float | None
-    updated: float  # time of the last update
-    score: float
-    actual: float | None
-    expected: float | None
-    lower: float | None
-    upper: float | None
-    peak_score: float
-    peak_at: float
-    peak_actual: float | None
-    peak_expected: float | None
-    peak_lower: float | None
-    peak_upper: float | None
-    detectors: list[str] = field(default_factory=list)
+    last: ScoredPoint  # the latest point recorded; ``last.at`` is when it was last updated
+    peak: ScoredPoint  # the point of the highest score so far
+    families: list[str] = field(default_factory=list)  # every family that fired
     contributions: dict[str, float] = field(default_factory=dict)
     model_version: str | None = None
 
@@ -69,12 +61,24 @@ class EventPage:
         return following if following < self.total and self.items else None
 
 
+def _point(row: sqlite3.Row, prefix: str, at: str, score: str) -> ScoredPoint:
+    values = [row[prefix + n] for n in ("actual", "expected", "lower", "upper")]
+    return ScoredPoint(row[at], *values, score=row[score])
+
+
 def _row_to_event(row: sqlite3.Row) -> Event:
-    data = dict(row)
-    data["labels"] = json.loads(data["labels"])
-    data["detectors"] = json.loads(data["detectors"])
-    data["contributions"] = json.loads(data["contributions"])
-    return Event(**data)
+    return Event(
+        id=row["id"],
+        signal=row["signal"],
+        labels=json.loads(row["labels"]),
+        start=row["start"],
+        end=row["end"],
+        last=_point(row, "", "updated", "score"),
+        peak=_point(row, "peak_", "peak_at", "peak_score"),
+        families=json.loads(row["detectors"]),
+        contributions=json.loads(row["contributions"]),
+        model_version=row["model_version"],
+    )
 
 
 class EventReader:
@@ -83,7 +87,7 @@ class EventReader:
     The file and its table are made by :class:`detector.service.history.EventStore`.
     """
 
-    # The columns of an event, in the order of :class:`Event`'s fields.
+    # The columns :func:`_row_to_event` reads.
     _COLUMNS = (
         "id, signal, labels, start, end, updated, score, actual, expected, lower, upper,"
         " peak_score, peak_at, peak_actual, peak_expected, peak_lower, peak_upper, detectors,"

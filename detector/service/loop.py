@@ -37,13 +37,18 @@ from detector.registry.store import ModelRegistry
 from detector.service.config import DetectorSettings
 from detector.service.cycle_health import CycleHealth
 from detector.service.event_log import RecordError
-from detector.service.exporter import RunStats
 from detector.service.history import EventStore
 from detector.service.model_keeper import ModelKeeper
 from detector.service.scheduler import FitScheduler
 from detector.service.series_state import SignalTracker
 from detector.service.source import PrometheusSource, SeriesBatch, Source, SourceError
-from detector.service.views import ActiveAnomaly, ModelStatus, RetrainUnavailable, SeriesStatus
+from detector.service.views import (
+    ActiveAnomaly,
+    ModelStatus,
+    RetrainUnavailable,
+    RunStats,
+    SeriesStatus,
+)
 
 __all__ = ["DetectorService"]
 
@@ -142,7 +147,7 @@ class DetectorService:
             recent = self.store.query(
                 signal=name, start=now - self.settings.max_backfill, limit=500
             )
-            marks = [max(e.updated, e.end or e.updated) for e in recent.items]
+            marks = [max(e.last.at, e.end or e.last.at) for e in recent.items]
             tracker.resume(opened.get(name, []), max(marks, default=-math.inf))
         self.keeper.load_current(now)
 
@@ -306,7 +311,7 @@ class DetectorService:
             for name, t in self.trackers.items()
         }
         active = [a for t in self.trackers.values() for a in t.active()]
-        active.sort(key=lambda a: a.score, reverse=True)
+        active.sort(key=lambda a: a.point.score, reverse=True)
         models = [self._model_status(t) for t in self.trackers.values()]
         health = self.cycles.verdict(
             models_missing=[n for n, t in self.trackers.items() if t.series and t.model is None],
@@ -324,7 +329,7 @@ class DetectorService:
             training_start=model.training_start if model else None,
             training_end=model.training_end if model else None,
             series=len(model.columns) if model else 0,
-            detectors=model.families if model else [],
+            families=model.families if model else [],
             evaluation=dict(model.evaluation) if model else {},
         )
 

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from detector.core.attribution import BatchAttribution
-from detector.core.ensemble import JOINT
+from detector.core.point import ScoredPoint
 from detector.core.timeutil import seconds
 from detector.service.config import SignalSettings
 from detector.service.event_log import EventLog, ScoredRows
@@ -34,22 +33,13 @@ __all__ = ["SignalTracker"]
 _log = logging.getLogger(__name__)
 
 
-def _num(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 @dataclass
 class _Series:
     labels: dict[str, str]
     first_seen: float
     last_seen: float = math.nan  # time of the last finite value
-    timestamp: float | None = None
-    actual: float | None = None
-    expected: float | None = None
-    lower: float | None = None
-    upper: float | None = None
-    score: float = 0.0
-    detector_scores: dict[str, float] = field(default_factory=dict)
+    point: ScoredPoint = field(default_factory=ScoredPoint)
+    family_scores: dict[str, float] = field(default_factory=dict)
     anomalous: bool = False
     event: Event | None = None
 
@@ -224,31 +214,21 @@ class SignalTracker:
         if model is None:
             return
         x = frame.reindex(columns=model.columns)
-        attribution = BatchAttribution(model.ensemble)
         res = model.ensemble.update(x, denominator_trials(x, rates, self.signal.step))
-        attribution.scored(res)
         model.seen_until = float(seconds(frame.index)[-1])
-        det = res.detector_scores
-        families = {}
-        for family in model.families:
-            if family == "iforest":
-                joint = det[(JOINT, family)].to_numpy()
-                families[family] = np.repeat(joint[:, None], len(model.columns), axis=1)
-            else:
-                families[family] = det.xs(family, axis=1, level=1)[model.columns].to_numpy()
+        # The ensemble's outputs come in its own column order, which is the model's.
         rows = ScoredRows(
             columns=list(model.columns),
             t=seconds(frame.index),
             actual=x.to_numpy(),
-            # The ensemble's outputs come in its own column order, which is the model's.
             expected=res.expected.to_numpy(),
             lower=res.lower.to_numpy(),
             upper=res.upper.to_numpy(),
             score=res.signal_scores.to_numpy(),
             anomalous=res.signal_anomalous.to_numpy(),
-            families=families,
+            families=res.by_family(),
             version=self.version,
-            attribution=attribution,
+            attribution=res.attribution,
         )
         finite = np.isfinite(rows.actual)
         has = finite.any(axis=0)
@@ -259,13 +239,8 @@ class SignalTracker:
                 continue
             if has[j]:
                 r = int(last[j])
-                state.timestamp = float(rows.t[r])
-                state.actual = _num(rows.actual[r, j])
-                state.expected = _num(rows.expected[r, j])
-                state.lower = _num(rows.lower[r, j])
-                state.upper = _num(rows.upper[r, j])
-                state.score = float(rows.score[r, j])
-                state.detector_scores = {f: float(a[r, j]) for f, a in rows.families.items()}
+                state.point = rows.point(r, j)
+                state.family_scores = {f: float(a[r, j]) for f, a in rows.families.items()}
             state.anomalous = bool(rows.anomalous[-1, j])
         self.log.add(rows)
 
@@ -281,8 +256,7 @@ class SignalTracker:
         last = values.shape[0] - 1 - np.argmax(finite[::-1], axis=0)
         for j, key in enumerate(others):
             if finite[:, j].any():
-                state = self.series[key]
-                state.timestamp, state.actual = float(t[last[j]]), float(values[last[j], j])
+                self.series[key].point = ScoredPoint(float(t[last[j]]), float(values[last[j], j]))
 
     def _drop_silent(self, now: float, store: EventStore | None) -> None:
         for key in [k for k, s in self.series.items() if now - s.last_seen > self.stale_after]:
@@ -312,17 +286,12 @@ class SignalTracker:
             SeriesStatus(
                 signal=self.signal.name,
                 labels=dict(s.labels),
-                timestamp=s.timestamp,
-                actual=s.actual,
-                expected=s.expected,
-                lower=s.lower,
-                upper=s.upper,
-                score=s.score,
-                detector_scores=dict(s.detector_scores),
+                point=s.point,
+                family_scores=dict(s.family_scores),
                 anomalous=s.anomalous,
                 stale=self.failing,
                 model_version=version if key in covered else None,
-                event_peak=None if s.event is None else max(s.event.peak_score, s.score),
+                event_peak=None if s.event is None else max(s.event.peak.score, s.point.score),
                 **({} if key in covered else _waiting(s, min_span, next_fit)),
             )
             for key, s in self.series.items()
@@ -335,20 +304,16 @@ class SignalTracker:
         for s in self.series.values():
             if s.event is None:
                 continue
-            fired = [f for f, v in s.detector_scores.items() if v >= enter]
+            fired = [f for f, v in s.family_scores.items() if v >= enter]
             out.append(
                 ActiveAnomaly(
                     event_id=s.event.id,
                     signal=self.signal.name,
                     labels=dict(s.labels),
                     since=s.event.start,
-                    peak_score=max(s.event.peak_score, s.score),
-                    score=s.score,
-                    actual=s.actual,
-                    expected=s.expected,
-                    lower=s.lower,
-                    upper=s.upper,
-                    detectors=sorted(set(fired) | set(s.event.detectors)),
+                    peak_score=max(s.event.peak.score, s.point.score),
+                    point=s.point,
+                    families=sorted(set(fired) | set(s.event.families)),
                     contributions=dict(s.event.contributions),
                 )
             )

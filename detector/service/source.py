@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from detector.evaluation.csvio import read_series_csv
 from detector.service.config import PrometheusSettings, SignalSettings
+from detector.service.prometheus_client import PrometheusClient, PrometheusError, RangeSeries
 
 __all__ = [
     "MAX_POINTS",
@@ -38,10 +39,11 @@ MAX_POINTS = 11_000
 
 
 class SourceError(RuntimeError):
-    """A query failed (unreachable, timed out, refused); the message says which and why.
+    """A query failed (unreachable, timed out, refused, malformed); the message says which and why.
 
     ``unreachable`` is true when the server did not answer at all (connection refused, timeout):
-    other queries to it would fail the same way.
+    other queries to it would fail the same way. ``__cause__`` is the client's typed error
+    (:class:`~detector.service.prometheus_client.PrometheusError`).
     """
 
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
@@ -107,33 +109,24 @@ class Source(Protocol):
 class PrometheusSource:
     """Range queries against a Prometheus-compatible API, split to respect ``MAX_POINTS``.
 
-    Retries are left to the caller (the service backs off between cycles), so a failing query
-    costs one timeout, not a burst of hidden retries.
+    Queries go through one :class:`~detector.service.prometheus_client.PrometheusClient` (one
+    connection pool), which retries transient failures briefly within ``settings.timeout``; longer
+    waits are the caller's (the service backs off between cycles). A copy pickled into a fit
+    worker travels as its settings and opens its own pool.
     """
 
     def __init__(self, settings: PrometheusSettings) -> None:
-        from prometheus_api_client import PrometheusConnect
-        from urllib3.util.retry import Retry
-
-        headers = None
-        if settings.bearer_token is not None:
-            headers = {"Authorization": f"Bearer {settings.bearer_token.get_secret_value()}"}
-        auth = None
-        if settings.username is not None and settings.password is not None:
-            auth = (settings.username, settings.password.get_secret_value())
         self.settings = settings
-        self._client = PrometheusConnect(
-            url=settings.url,
-            headers=headers,
-            auth=auth,
-            disable_ssl=not settings.tls_verify,
-            retry=Retry(total=0, raise_on_status=False),
-            timeout=settings.timeout,
-        )
+        self._client = PrometheusClient.from_settings(settings)
+        # Copies in fit workers are never closed by hand: their pools close when collected.
+        self._release = weakref.finalize(self, self._client.close)
+
+    def __reduce__(self) -> tuple[type[PrometheusSource], tuple[PrometheusSettings]]:
+        return type(self), (self.settings,)
 
     def close(self) -> None:
-        """Release the HTTP connection pool."""
-        self._client.close()
+        """Release the HTTP connection pool (again: nothing)."""
+        self._release()
 
     def fetch(self, signal: SignalSettings, start: float, end: float) -> SeriesBatch:
         """Series values on the step grid within ``[start, end]``; raises :class:`SourceError`."""
@@ -144,7 +137,7 @@ class PrometheusSource:
             chunk = stamps[lo : lo + MAX_POINTS]
             for metric, t, v in self._query(signal, float(chunk[0]), float(chunk[-1])):
                 key = series_key(metric)
-                labels.setdefault(key, {k: str(x) for k, x in metric.items() if k != "__name__"})
+                labels.setdefault(key, {k: x for k, x in metric.items() if k != "__name__"})
                 columns.setdefault(key, []).append((t, v))
         merged = {
             k: (np.concatenate([t for t, _ in p]), np.concatenate([v for _, v in p]))
@@ -152,77 +145,14 @@ class PrometheusSource:
         }
         return SeriesBatch(_frame(merged), labels)
 
-    def _query(
-        self, signal: SignalSettings, start: float, end: float
-    ) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
-        import requests
-        from prometheus_api_client import PrometheusApiClientException
-
+    def _query(self, signal: SignalSettings, start: float, end: float) -> list[RangeSeries]:
         try:
-            result = self._client.custom_query_range(
-                signal.query,
-                start_time=datetime.fromtimestamp(start, tz=UTC),
-                end_time=datetime.fromtimestamp(end, tz=UTC),
-                step=str(int(signal.step)),
-            )
-        except requests.JSONDecodeError:  # a 200 that is not JSON: an HTML error page, a proxy
-            raise SourceError(f"{signal.name}: malformed answer (not JSON)") from None
-        except requests.RequestException as exc:
-            # With retries off, urllib3 reports a read timeout as a connection error.
-            if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
-                why = f"query timed out after {self.settings.timeout:g} s"
-            else:
-                why = f"{self.settings.url} unreachable ({_cause(exc)})"
-            raise SourceError(f"{signal.name}: {why}", unreachable=True) from None
-        except PrometheusApiClientException as exc:
-            raise SourceError(f"{signal.name}: query refused: {_short(str(exc))}") from None
-        except (KeyError, TypeError, ValueError) as exc:  # JSON, but not a query result
-            raise SourceError(f"{signal.name}: malformed answer ({_what(exc)})") from None
-        try:
-            return _series(result, start, end)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise SourceError(f"{signal.name}: malformed answer ({_what(exc)})") from None
-
-
-def _series(
-    result: object, start: float, end: float
-) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
-    """The ``(labels, times, values)`` of a range query's result; raises on a malformed one."""
-    if not isinstance(result, list):
-        raise TypeError(f"result is a {type(result).__name__}, not a list of series")
-    out = []
-    for item in result:
-        values = item.get("values") or []
-        if not values:
-            continue
-        arr = np.asarray(values, dtype=object)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"values of shape {arr.shape}, not [time, value] pairs")
-        t = arr[:, 0].astype(np.float64)
-        # Prometheus writes NaN and +Inf/-Inf as strings; float() reads them all.
-        v = np.array([float(x) for x in arr[:, 1]], dtype=np.float64)
-        keep = (t >= start) & (t <= end)
-        metric = item.get("metric") or {}
-        out.append(({str(k): str(x) for k, x in metric.items()}, t[keep], v[keep]))
-    return out
-
-
-def _what(exc: Exception) -> str:
-    """A malformed answer's defect in a few words."""
-    if isinstance(exc, KeyError):
-        return f"no {exc.args[0]!r} field"
-    return _short(f"{type(exc).__name__}: {exc}")
-
-
-def _cause(exc: Exception) -> str:
-    # urllib3 nests the reason in a long repr; the errno line is what an operator needs.
-    match = re.search(r"\[Errno -?\d+\] [^'\")]*", str(exc))
-    return match.group(0) if match else type(exc).__name__
-
-
-def _short(text: str) -> str:
-    match = re.search(r'"error"\s*:\s*"([^"]*)"', text)
-    return match.group(1) if match else text[:300]
+            found = self._client.query_range(signal.query, start, end, signal.step)
+        except PrometheusError as exc:
+            raise SourceError(f"{signal.name}: {exc}", unreachable=exc.unreachable) from exc
+        # Only what was asked for, whatever a server aligns its answer to.
+        kept = [(s, (s.times >= start) & (s.times <= end)) for s in found]
+        return [RangeSeries(s.labels, s.times[keep], s.values[keep]) for s, keep in kept]
 
 
 _COLUMN = re.compile(r"^(?P<name>[^{]+)(?P<labels>\{.*\})?$")

@@ -1,8 +1,9 @@
 """What the running detector service knows right now, as plain records.
 
 The service (:mod:`detector.service.loop`) keeps these up to date each cycle; the REST API
-(:mod:`detector.service.api`) only reads them through :class:`ServiceView`, so the two meet at this
-one interface and the API can be tested against any implementation of it.
+(:mod:`detector.service.api`) and the exporter (:mod:`detector.service.exporter`) only read them
+through :class:`ServiceView`, so they meet the service at this one interface and can be tested
+against any implementation of it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["ActiveAnomaly", "ModelStatus", "RetrainUnavailable", "SeriesStatus", "ServiceView"]
+from detector.core.point import ScoredPoint
+
+__all__ = [
+    "ActiveAnomaly",
+    "ModelStatus",
+    "RetrainUnavailable",
+    "RunStats",
+    "SeriesStatus",
+    "ServiceView",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,13 +29,8 @@ class SeriesStatus:
 
     signal: str
     labels: dict[str, str]
-    timestamp: float | None  # unix seconds of the last scored point; None before the first one
-    actual: float | None
-    expected: float | None
-    lower: float | None
-    upper: float | None
-    score: float  # calibrated anomaly score in [0, 1]
-    detector_scores: dict[str, float]  # family name -> calibrated score
+    point: ScoredPoint  # the last point; ``point.at`` is None before the first one
+    family_scores: dict[str, float]  # family name -> calibrated score
     anomalous: bool
     stale: bool  # no fresh data this cycle (source down, series gone quiet)
     model_version: str | None
@@ -46,12 +51,8 @@ class ActiveAnomaly:
     labels: dict[str, str]
     since: float
     peak_score: float
-    score: float
-    actual: float | None
-    expected: float | None
-    lower: float | None
-    upper: float | None
-    detectors: list[str]  # families whose score crossed the threshold
+    point: ScoredPoint  # the series' last point
+    families: list[str]  # families whose score crossed the threshold
     # Isolation forest only: feature name -> contribution, largest first.
     contributions: dict[str, float] = field(default_factory=dict)
 
@@ -66,8 +67,21 @@ class ModelStatus:
     training_start: float | None
     training_end: float | None
     series: int  # series the model covers
-    detectors: list[str]
+    families: list[str]
     evaluation: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Figures about the service's own runs."""
+
+    last_run: float | None = None  # unix seconds when the last cycle finished
+    duration: float | None = None  # seconds the last cycle took
+    up: bool = False  # the last cycle's queries all succeeded
+    query_errors: dict[str, int] = field(default_factory=dict)  # signal -> failed queries so far
+    cycle_errors: dict[str, int] = field(default_factory=dict)  # stage -> failures so far
+    invalid_points: dict[str, int] = field(default_factory=dict)  # signal -> non-finite values
+    refused_series: dict[str, int] = field(default_factory=dict)  # signal -> over max_series
 
 
 class RetrainUnavailable(RuntimeError):
@@ -88,6 +102,9 @@ class ServiceView(Protocol):
 
     def models(self) -> list[ModelStatus]:
         """The model served for each signal."""
+
+    def run_stats(self) -> RunStats:
+        """Figures about the service's own runs (the exporter's)."""
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` when Prometheus answers and every signal has a model, else why not."""

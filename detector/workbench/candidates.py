@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from detector.core.ensemble import EnsembleScores
+from detector.core.scores import EnsembleScores
 from detector.core.timeutil import DAY_S, seconds
 from detector.evaluation.backtest import BacktestSettings
 from detector.evaluation.events import EventMetrics

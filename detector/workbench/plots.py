@@ -107,6 +107,27 @@ def plot_decomposition(
         raise KeyError(f"{signal!r} is not a signal of the model; it has {list(base.models_)}")
     fitted = base.models_[signal]
     zone = time_zone(tz)
+    x, trend, residual, half_band = _model_parts(frame, base, fitted, signal, replay)
+    logged = not math.isnan(fitted.offset)
+    # The parts add up in the model's space: log(x + c) under the log transform.
+    label = f"log({signal} + {fitted.offset:.3g})" if logged else axis_label(signal, unit)
+    part_unit = "log units" if logged else unit
+    when = local_times(frame.index, zone)
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(11, 8.5), layout="constrained")
+        ax_obs, ax_prof, ax_res = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 2]})
+        _plot_observed(ax_obs, when, x, trend, signal, label, zone)
+        _plot_profile(ax_prof, fitted, zone, when[0].normalize(), signal)
+        ax_prof.set_ylabel(axis_label("seasonal offset", part_unit))
+        _plot_residual(ax_res, when, residual, half_band, signal, part_unit, zone)
+        fig.suptitle(f"Seasonal decomposition of {signal}", fontsize=13)
+    return finish(fig, save)
+
+
+def _model_parts(
+    frame: pd.DataFrame, base: SeasonalBaseline, fitted: Any, signal: str, replay: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observed, trend, residual and half band width of ``signal``, in the model's space."""
     values = frame[[signal]].reindex(columns=base.signals_)
     if replay:
         base = copy.deepcopy(base).reset()
@@ -117,29 +138,40 @@ def plot_decomposition(
     centre = fitted.forward(dec.expected[signal].to_numpy())
     trend, residual = centre - season, x - centre
     half_band = fitted.forward(dec.upper[signal].to_numpy()) - centre
-    logged = not math.isnan(fitted.offset)
-    # The parts add up in the model's space: log(x + c) under the log transform.
-    label = f"log({signal} + {fitted.offset:.3g})" if logged else axis_label(signal, unit)
-    part_unit = "log units" if logged else unit
-    when = local_times(frame.index, zone)
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(11, 8.5), layout="constrained")
-        ax_obs, ax_prof, ax_res = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 2]})
-        ax_obs.plot(when, x, lw=0.8, color="#555555", label="observed")
-        ax_obs.plot(when, trend, lw=1.6, color="#1f77b4", label="trend (level tracker)")
-        ax_obs.set(title=f"{signal}: observed and trend", ylabel=label)
-        legend_outside(ax_obs)
-        time_axis(ax_obs, zone)
-        _plot_profile(ax_prof, fitted, zone, when[0].normalize(), signal)
-        ax_prof.set_ylabel(axis_label("seasonal offset", part_unit))
-        ax_res.plot(when, residual, lw=0.8, color="#555555", label="residual")
-        ax_res.fill_between(when, -half_band, half_band, color=BAND_COLOR, alpha=0.5, label="band")
-        ax_res.axhline(0.0, color="black", lw=0.6)
-        ax_res.set(title=f"{signal}: residual", ylabel=axis_label("residual", part_unit))
-        legend_outside(ax_res)
-        time_axis(ax_res, zone)
-        fig.suptitle(f"Seasonal decomposition of {signal}", fontsize=13)
-    return finish(fig, save)
+    return x, trend, residual, half_band
+
+
+def _plot_observed(
+    ax: Axes,
+    when: pd.DatetimeIndex,
+    x: np.ndarray,
+    trend: np.ndarray,
+    signal: str,
+    label: str,
+    zone: tzinfo,
+) -> None:
+    ax.plot(when, x, lw=0.8, color="#555555", label="observed")
+    ax.plot(when, trend, lw=1.6, color="#1f77b4", label="trend (level tracker)")
+    ax.set(title=f"{signal}: observed and trend", ylabel=label)
+    legend_outside(ax)
+    time_axis(ax, zone)
+
+
+def _plot_residual(
+    ax: Axes,
+    when: pd.DatetimeIndex,
+    residual: np.ndarray,
+    half_band: np.ndarray,
+    signal: str,
+    unit: str,
+    zone: tzinfo,
+) -> None:
+    ax.plot(when, residual, lw=0.8, color="#555555", label="residual")
+    ax.fill_between(when, -half_band, half_band, color=BAND_COLOR, alpha=0.5, label="band")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set(title=f"{signal}: residual", ylabel=axis_label("residual", unit))
+    legend_outside(ax)
+    time_axis(ax, zone)
 
 
 def _plot_profile(ax: Axes, fitted: Any, zone: tzinfo, midnight: pd.Timestamp, signal: str) -> None:
@@ -210,39 +242,46 @@ def plot_actual_vs_expected(
         ax.plot(when, expected.to_numpy(), color="#1f77b4", lw=1.2, label="expected")
         ax.plot(when, actual.to_numpy(), color="#333333", lw=0.9, label="actual")
         if anomalous is not None:
-            flags = anomalous.reindex(actual.index).fillna(0).to_numpy().astype(bool)
-            for a, b in _runs(flags):
-                for axis in axes:
-                    axis.axvspan(when[a], when[b - 1], color=ANOMALY_COLOR, alpha=0.12, lw=0)
-            ax.scatter(
-                when[flags],
-                actual.to_numpy()[flags],
-                s=14,
-                color=ANOMALY_COLOR,
-                zorder=3,
-                label=f"anomalous ({_count(len(_runs(flags)), 'event')})",
-            )
+            _mark_anomalies(axes, when, actual, anomalous)
         ax.set(title=f"{name}: actual vs expected", ylabel=axis_label(name, unit))
         legend_outside(ax)
         if score is not None:
-            axes[1].plot(when, score.reindex(actual.index).to_numpy(), color="#9467bd", lw=1.0)
-            if threshold is not None:
-                axes[1].axhline(
-                    threshold,
-                    color=ANOMALY_COLOR,
-                    ls="--",
-                    lw=1.0,
-                    label=f"threshold {threshold:g}",
-                )
-                legend_outside(axes[1])
-            axes[1].set(
-                title=f"{name}: anomaly score", ylabel="anomaly score (0-1)", ylim=(-0.02, 1.02)
-            )
+            _plot_score(axes[1], when, score.reindex(actual.index), threshold, name)
         for axis in axes:
             time_axis(axis, zone)
         for axis in axes[:-1]:
             axis.set_xlabel("")  # shared time axis: labelled once, at the bottom
     return finish(fig, save)
+
+
+def _mark_anomalies(
+    axes: np.ndarray, when: pd.DatetimeIndex, actual: pd.Series, anomalous: pd.Series
+) -> None:
+    """Shade each anomalous stretch on every panel and mark its points on the first."""
+    flags = anomalous.reindex(actual.index).fillna(0).to_numpy().astype(bool)
+    for a, b in _runs(flags):
+        for axis in axes:
+            axis.axvspan(when[a], when[b - 1], color=ANOMALY_COLOR, alpha=0.12, lw=0)
+    axes[0].scatter(
+        when[flags],
+        actual.to_numpy()[flags],
+        s=14,
+        color=ANOMALY_COLOR,
+        zorder=3,
+        label=f"anomalous ({_count(len(_runs(flags)), 'event')})",
+    )
+
+
+def _plot_score(
+    ax: Axes, when: pd.DatetimeIndex, score: pd.Series, threshold: float | None, name: str
+) -> None:
+    ax.plot(when, score.to_numpy(), color="#9467bd", lw=1.0)
+    if threshold is not None:
+        ax.axhline(
+            threshold, color=ANOMALY_COLOR, ls="--", lw=1.0, label=f"threshold {threshold:g}"
+        )
+        legend_outside(ax)
+    ax.set(title=f"{name}: anomaly score", ylabel="anomaly score (0-1)", ylim=(-0.02, 1.02))
 
 
 def _count(n: int, noun: str) -> str:

@@ -132,17 +132,20 @@ def _delivered_or_inhibited(
     return None
 
 
-def test_latency_regression_and_json_burst_raise_alerts_that_resolve(
-    stack: StackLauncher,
-) -> None:
-    detector = stack.addresses.detector
-    before = {s: score(stack, s) for s in ("latency_p95_seconds", "json_error_ratio")}
+def _latency_regression(
+    stack: StackLauncher, before: float
+) -> tuple[float, ReceivedAlert, ReceivedAlert]:
+    """Inject a latency fault, check its anomaly and threshold alerts, wait for its end.
 
+    ``before`` is the latency score before any fault. Returns the fault's start and the two
+    alerts as delivered.
+    """
+    detector = stack.addresses.detector
     # A latency regression: every request waits LATENCY_S before its first token.
     start = time.time()
     stack.inject_fault({"kind": "latency", "intensity": LATENCY_S, "duration": FAULT_S})
     wait_until(lambda: score(stack, "latency_p95_seconds") >= 0.99, 90, "latency score rises")
-    assert before["latency_p95_seconds"] < 0.95
+    assert before < 0.95
     anomaly = notified(
         stack,
         start,
@@ -170,19 +173,29 @@ def test_latency_regression_and_json_burst_raise_alerts_that_resolve(
     assert static.labels["kind"] == "threshold"
     assert static.receiver == "webhook-critical"
     wait_until(lambda: time.time() > start + FAULT_S, FAULT_S, "the latency fault ends")
+    return start, anomaly, static
 
-    # Separately, a burst of broken JSON answers (a third of the traffic asks for JSON). The
-    # recording rule's 1m window turns it into a ramp: the detector must catch the ramp.
+
+_JSON_ANOMALY = {"alertname": "LLMSignalAnomalous", "signal": "json_error_ratio"}
+
+
+def _json_burst(stack: StackLauncher, before: float) -> tuple[float, dict, ReceivedAlert]:
+    """Inject a burst of broken JSON answers and check its anomaly and threshold alerts.
+
+    ``before`` is the JSON error score before any fault. Returns the burst's start, the anomaly
+    alert as delivered (empty when Alertmanager inhibited it) and the threshold alert.
+    """
+    # A third of the traffic asks for JSON. The recording rule's 1m window turns the burst into a
+    # ramp: the detector must catch the ramp.
     json_start = time.time()
     stack.inject_fault({"kind": "corrupt_json", "intensity": 1.0, "duration": JSON_FAULT_S})
     wait_until(lambda: score(stack, "json_error_ratio") >= 0.95, 90, "JSON error score rises")
-    assert before["json_error_ratio"] < 0.95
-    json_labels = {"alertname": "LLMSignalAnomalous", "signal": "json_error_ratio"}
+    assert before < 0.95
     # The anomaly alert reaches Alertmanager and is delivered, unless the threshold alert on the
     # same signal fires first: then Alertmanager inhibits it (configs/alertmanager.yml). Alert
     # waits are divided by 20 here and the detector's step is not, so either may come first.
     delivered, inhibited = wait_until(
-        lambda: _delivered_or_inhibited(stack, json_start, json_labels),
+        lambda: _delivered_or_inhibited(stack, json_start, _JSON_ANOMALY),
         90,
         "the JSON anomaly alert delivered, or inhibited by the threshold alert",
     )
@@ -192,7 +205,7 @@ def test_latency_regression_and_json_burst_raise_alerts_that_resolve(
     assert severity in ("critical", "warning")
     assert json_anomaly["receivers"] == [{"name": f"webhook-{severity}"}]
     assert json_anomaly["labels"]["kind"] == "anomaly"
-    assert json_anomaly["labels"]["instance"] == detector
+    assert json_anomaly["labels"]["instance"] == stack.addresses.detector
     json_static = notified(
         stack,
         json_start,
@@ -202,13 +215,22 @@ def test_latency_regression_and_json_burst_raise_alerts_that_resolve(
         severity="critical",
     )
     assert json_static.labels["signal"] == "json_error_ratio"
+    return json_start, delivered, json_static
+
+
+def test_latency_regression_and_json_burst_raise_alerts_that_resolve(
+    stack: StackLauncher,
+) -> None:
+    before = {s: score(stack, s) for s in ("latency_p95_seconds", "json_error_ratio")}
+    start, anomaly, static = _latency_regression(stack, before["latency_p95_seconds"])
+    json_start, delivered, json_static = _json_burst(stack, before["json_error_ratio"])
 
     # Once the faults are over every one of them resolves.
     for alert in (anomaly, static, json_static):
         labels = {k: alert.labels[k] for k in ("alertname", "signal", "severity")}
         notified(stack, start, status="resolved", timeout=150, **labels)
     if delivered:
-        notified(stack, json_start, status="resolved", timeout=150, **json_labels)
+        notified(stack, json_start, status="resolved", timeout=150, **_JSON_ANOMALY)
     wait_until(
         lambda: not firing_in_prometheus(stack, "LLMSignalAnomalous"),
         150,

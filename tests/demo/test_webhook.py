@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ from demo.render import render_alertmanager_config
 from demo.webhook import AlertReceiver, ReceivedAlert
 
 pytestmark = pytest.mark.integration
+
+LIMIT = 4 * 1024 * 1024  # the largest body the receiver reads
 
 PAYLOAD = {
     "version": "4",
@@ -94,6 +98,39 @@ def test_a_malformed_notification_is_refused_with_the_reason(
     assert status == 400
     assert reason in answer["error"]
     assert server.alerts() == [] and seen == []
+
+
+def connect(url: str) -> tuple[http.client.HTTPConnection, str]:
+    """A kept-alive connection (urllib's ``Connection: close`` would have the refusal reset it)."""
+    address = urllib.parse.urlsplit(url)
+    return http.client.HTTPConnection(address.hostname, address.port, timeout=5), address.path
+
+
+def test_a_body_over_4_mib_is_refused_before_it_is_read(
+    receiver: tuple[AlertReceiver, list[ReceivedAlert]],
+) -> None:
+    server, seen = receiver
+    # Declared too large: refused from the headers alone. Waiting for "100 Continue" before
+    # sending, this client would time out if the receiver went on to read the body.
+    conn, path = connect(server.url)
+    conn.putrequest("POST", path)
+    conn.putheader("Content-Length", str(LIMIT + 1))
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 413 and "4 MiB" in json.loads(response.read())["error"]
+    conn.close()
+    # Chunked, with no length declared: refused once what arrived passes the limit.
+    conn, path = connect(server.url)
+    conn.request("POST", path, body=iter([b" " * 65536] * (LIMIT // 65536 + 1)))
+    response = conn.getresponse()
+    assert response.status == 413 and "4 MiB" in json.loads(response.read())["error"]
+    conn.close()
+    assert server.alerts() == [] and seen == []
+    # A body of exactly the limit is still read and kept.
+    body = json.dumps(PAYLOAD).encode()
+    assert post(server.url, body + b" " * (LIMIT - len(body))) == (200, {"received": 1})
+    assert len(server.alerts()) == 1 and len(seen) == 1
 
 
 def test_other_paths_are_not_found(receiver: tuple[AlertReceiver, list[ReceivedAlert]]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,37 +137,44 @@ def test_merged_registry_keeps_first_family_of_each_name() -> None:
     assert "_created" not in text
 
 
+async def _answered(http: httpx.AsyncClient) -> int:
+    """Two concurrent completions, a streamed chat and a prose answer to a JSON prompt, each
+    answered with 200; their output tokens."""
+    tokens = 0
+    ok = [http.post("/v1/completions", json={"prompt": f"p{i}", "max_tokens": 8}) for i in range(2)]
+    for response in await asyncio.gather(*ok):
+        assert response.status_code == 200
+        tokens += response.json()["usage"]["completion_tokens"]
+    chat = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    streamed = await http.post("/v1/chat/completions", json=chat)
+    assert streamed.status_code == 200
+    tokens += json.loads(streamed.text.split("data: ")[-2])["usage"]["completion_tokens"]
+    # Prose answer to a prompt that asks for JSON: json_parse_error.
+    asked = {"prompt": "List colours. Respond in JSON.", "max_tokens": 40}
+    response = await http.post("/v1/completions", json=asked)
+    assert response.status_code == 200
+    return tokens + response.json()["usage"]["completion_tokens"]
+
+
+async def _invalid_refused(http: httpx.AsyncClient) -> None:
+    """``max_tokens`` 0 and a prompt longer than the context: both 400."""
+    nothing = {"prompt": "p", "max_tokens": 0}
+    assert (await http.post("/v1/completions", json=nothing)).status_code == 400
+    too_long = {"prompt": "word " * 600, "max_tokens": 4}
+    assert (await http.post("/v1/completions", json=too_long)).status_code == 400
+
+
 @pytest.mark.anyio
 async def test_exact_counts_after_known_traffic() -> None:
     app, engine, registry = build(max_running=2, max_queue=0, max_model_len=512)
     async with serve(app) as http:
-        tokens = 0
-        ok = [
-            http.post("/v1/completions", json={"prompt": f"p{i}", "max_tokens": 8})
-            for i in range(2)
-        ]
-        for response in await asyncio.gather(*ok):
-            assert response.status_code == 200
-            tokens += response.json()["usage"]["completion_tokens"]
-        chat = {
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 8,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        streamed = await http.post("/v1/chat/completions", json=chat)
-        assert streamed.status_code == 200
-        tokens += json.loads(streamed.text.split("data: ")[-2])["usage"]["completion_tokens"]
-        # Prose answer to a prompt that asks for JSON: json_parse_error.
-        asked = {"prompt": "List colours. Respond in JSON.", "max_tokens": 40}
-        response = await http.post("/v1/completions", json=asked)
-        assert response.status_code == 200
-        tokens += response.json()["usage"]["completion_tokens"]
-        assert (
-            await http.post("/v1/completions", json={"prompt": "p", "max_tokens": 0})
-        ).status_code == 400
-        too_long = {"prompt": "word " * 600, "max_tokens": 4}
-        assert (await http.post("/v1/completions", json=too_long)).status_code == 400
+        tokens = await _answered(http)
+        await _invalid_refused(http)
         # Two running, no queue: a third concurrent request is rejected with 429.
         slow = [
             http.post("/v1/completions", json={"prompt": f"s{i}", "max_tokens": 60})

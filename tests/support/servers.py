@@ -9,7 +9,8 @@ What is here (fixtures wrapping them are in ``tests/conftest.py``):
 - :class:`PrometheusServer` — ``/usr/bin/prometheus`` on a free 127.0.0.1 port with its own data
   folder and generated config (scrape targets, rule files, scrape interval). ``start``,
   ``stop``, ``kill`` (SIGKILL, for outage tests) and ``start`` again on the same data; retention
-  is 10 years, so backfilled history is never deleted; ``--web.enable-lifecycle`` is on.
+  is 10 years, so backfilled history is never deleted; ``--web.enable-lifecycle`` is on. Its
+  process is run as the demo's are (:class:`demo.supervisor.ManagedProcess`, on honcho).
 - :class:`VictoriaMetricsServer` — ``/usr/bin/victoria-metrics`` likewise, with
   :meth:`~VictoriaMetricsServer.import_series` (JSON-lines import + flush) instead of promtool,
   and the response cache and the 30 s latency offset turned off so imported points are visible.
@@ -17,7 +18,7 @@ What is here (fixtures wrapping them are in ``tests/conftest.py``):
 
 Fixtures (``tests/conftest.py``): ``prometheus_factory(**kwargs)`` and ``vm_factory(**kwargs)``
 start servers and stop them all at teardown; ``synthetic_exporter`` is a running exporter.
-Tests that need a binary skip when it is missing (CI installs them with apt).
+A test that needs a missing binary fails, or skips where that is allowed (:mod:`support.requires`).
 
 Example::
 
@@ -36,7 +37,6 @@ import shutil
 import signal
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.error
@@ -56,6 +56,7 @@ from demo.backfill import (
     format_value,
     openmetrics_text,
 )
+from demo.supervisor import ManagedProcess, ProcessSpec
 
 __all__ = [
     "PROMETHEUS",
@@ -81,15 +82,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+def _wait_http(url: str, child: ManagedProcess, timeout: float = 60.0) -> None:
     # Readiness only: a test server's self-signed certificate is not what is being checked here.
     context = ssl._create_unverified_context() if url.startswith("https") else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{url}: server exited ({proc.returncode}): {log.read_text()[-2000:]}"
-            )
+        if not child.running:
+            raise RuntimeError(f"{url}: server exited ({child.returncode}): {child.log_tail(2000)}")
         try:
             with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
@@ -97,14 +96,14 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url}: not ready after {timeout} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{url}: not ready after {timeout} s: {child.log_tail(2000)}")
 
 
 @dataclass
 class _Process:
     workdir: Path
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
+    child: ManagedProcess | None = None
 
     scheme = "http"
 
@@ -117,39 +116,34 @@ class _Process:
         return self.workdir / "server.log"
 
     def _launch(self, argv: list[str], ready_path: str) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.child is not None and self.child.running:
             raise RuntimeError("already running")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it until it exits
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        log.close()
-        _wait_http(self.url + ready_path, self.proc, self.log_path)
+        spec = ProcessSpec(name=type(self).__name__, argv=argv)
+        self.child = ManagedProcess(spec, self.log_path, self.workdir / "server.pid")
+        self.child.launch()
+        _wait_http(self.url + ready_path, self.child)
 
     def stop(self) -> None:
         """Terminate gracefully (SIGTERM), SIGKILL after 20 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.child is not None:
+            self.child.stop()
 
     def kill(self) -> None:
         """Crash it (SIGKILL): an outage as a real server has one."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.child is not None:
+            self.child.kill()
+
+    def _signal(self, signum: int) -> None:
+        if self.child is not None and self.child.running and self.child.pid is not None:
+            os.kill(self.child.pid, signum)
 
     def pause(self) -> None:
         """Freeze it (SIGSTOP): connections are accepted but never answered (slow server)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Unfreeze after :meth:`pause`."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
 
 @dataclass

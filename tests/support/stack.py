@@ -1,8 +1,9 @@
 """Helpers of the stack tests: the real tools and a real Alertmanager.
 
-Servers are the Debian binaries on free loopback ports (tests skip where they are missing; CI
-installs them). Prometheus reuses :class:`support.servers.PrometheusServer` with the stack's own
-rendered ``prometheus.yml`` instead of the generated one. The webhook receiver is the product's
+Servers are the Debian binaries on free loopback ports (a missing one fails the test, or skips
+it where allowed: :mod:`support.requires`). Prometheus reuses
+:class:`support.servers.PrometheusServer` with the stack's own rendered ``prometheus.yml``
+instead of the generated one. The webhook receiver is the product's
 own :class:`demo.webhook.AlertReceiver` (see the ``webhook`` fixture).
 """
 

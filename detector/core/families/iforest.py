@@ -78,6 +78,8 @@ class IsolationForestDetector(BaseDetector):
     ('b:z', True)
     """
 
+    joint = True
+
     def __init__(
         self,
         *,

@@ -25,15 +25,15 @@ import pandas as pd
 from detector.core.base import (
     BaseDetector,
     Directions,
-    apply_directions,
     check_choice,
     check_directions,
     check_frame,
     check_range,
+    directional_scores,
 )
 from detector.core.families.counts import fit_counts, looks_like_ratio, normal_score
 from detector.core.families.seasonal_fit import choose_period, phase_scales, seasonal_profile
-from detector.core.families.seasonal_models import SignalModel, StackedModels
+from detector.core.families.seasonal_models import SeasonalFit, StackedModels
 from detector.core.smoothing import Tracks, best_halflife, ewma_before, track_levels
 from detector.core.timeutil import DAY_S, phase_lookup, seconds
 
@@ -178,7 +178,7 @@ class SeasonalBaseline(BaseDetector):
         check_directions(self.directions)
 
     @property
-    def models_(self) -> dict[str, SignalModel]:
+    def models_(self) -> dict[str, SeasonalFit]:
         """What was learned about each signal (a view of ``stacked_``)."""
         return {name: self.stacked_.model(j) for j, name in enumerate(self.signals_)}
 
@@ -248,7 +248,7 @@ class SeasonalBaseline(BaseDetector):
             return math.nan
         return 0.05 * float(np.median(positive))
 
-    def _fit_signal(self, t: np.ndarray, raw: np.ndarray, *, ratio: bool = False) -> SignalModel:
+    def _fit_signal(self, t: np.ndarray, raw: np.ndarray, *, ratio: bool = False) -> SeasonalFit:
         bins = int(self.bins_per_day)
         # A ratio of counts is modelled as it is, at one proportion all day: its night-time
         # medians (0) would draw a daily profile that only says nights have fewer requests.
@@ -260,7 +260,7 @@ class SeasonalBaseline(BaseDetector):
             ones = np.ones(bins)
             halflife = self._fixed_halflife(DAY_S / bins)
             how = f"none ({x.size} points)"
-            return SignalModel(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
+            return SeasonalFit(np.zeros(0), 0.0, ones, ones, how, halflife, offset)
         width = DAY_S / bins
         step = float(np.median(np.diff(t))) if x.size > 1 else width
         span = float(t[-1] - t[0])
@@ -296,7 +296,7 @@ class SeasonalBaseline(BaseDetector):
         for hl in (halflife, max(halflife, self.slow_halflife)):
             resid = deseason - ewma_before(deseason, hl / step)
             scales.append(phase_scales(t[settle:], resid[settle:], bins, typical))
-        return SignalModel(profile, period, *scales, how, halflife, offset)
+        return SeasonalFit(profile, period, *scales, how, halflife, offset)
 
     # -- scoring ------------------------------------------------------------------------------
     def _fixed_halflife(self, step: float) -> float:
@@ -367,8 +367,20 @@ class SeasonalBaseline(BaseDetector):
 
     def scores_from(self, z: pd.DataFrame) -> pd.DataFrame:
         """Direction-aware raw scores of signed standardised residuals."""
-        out = apply_directions(z.to_numpy(), self.directions, list(z.columns))
-        return pd.DataFrame(out, index=z.index, columns=z.columns)
+        return directional_scores(z, self.directions)
+
+    def decomposition(
+        self, frame: pd.DataFrame, *, trials: pd.DataFrame | None = None, advance: bool
+    ) -> Decomposition:
+        """Residuals, expectations and bands of a checked frame (the ensemble's path, as
+        :meth:`~detector.core.base.BaseDetector.run` is the families'); ``advance`` keeps the
+        tracker state.
+
+        ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
+        the trials inferred for the time of day).
+        """
+        dec, _ = self._decompose(frame, self._state(advance), trials)
+        return dec
 
     def decompose(
         self,
@@ -377,12 +389,5 @@ class SeasonalBaseline(BaseDetector):
         trials: pd.DataFrame | None = None,
         advance: bool = False,
     ) -> Decomposition:
-        """Residuals, expectations and bands of ``frame``; ``advance`` keeps the tracker state.
-
-        ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
-        the trials inferred for the time of day).
-        """
-        self._check_fitted()
-        state = self.state_ if advance else copy.deepcopy(self.state_)
-        dec, _ = self._decompose(check_frame(frame), state, trials)
-        return dec
+        """:meth:`decomposition` of any time-indexed frame (checked first)."""
+        return self.decomposition(check_frame(frame), trials=trials, advance=advance)

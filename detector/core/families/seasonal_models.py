@@ -1,7 +1,7 @@
 """The seasonal baseline's fitted parameters: one signal's, and every signal's stacked in arrays.
 
 Scoring reads the stacked form, so that all signals of a row are handled by one set of array
-operations; :class:`SignalModel` is the view of one signal, for fitting, plots and inspection.
+operations; :class:`SeasonalFit` is the view of one signal, for fitting, plots and inspection.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 
 from detector.core.timeutil import phase_lookup
 
-__all__ = ["SignalModel", "StackedModels"]
+__all__ = ["SeasonalFit", "StackedModels"]
 
 
 @dataclass
-class SignalModel:
+class SeasonalFit:
     """What the seasonal baseline learned about one signal."""
 
     profile: np.ndarray  # seasonal offset per phase bin; empty when no seasonality is used
@@ -50,7 +50,7 @@ class _Profiles:
 
 @dataclass
 class StackedModels:
-    """Every signal's :class:`SignalModel` in arrays, one entry or row per signal."""
+    """Every signal's :class:`SeasonalFit` in arrays, one entry or row per signal."""
 
     scale: np.ndarray  # (signals, bins)
     slow_scale: np.ndarray  # (signals, bins)
@@ -60,7 +60,7 @@ class StackedModels:
     profiles: list[_Profiles]
 
     @classmethod
-    def stack(cls, models: list[SignalModel]) -> StackedModels:
+    def stack(cls, models: list[SeasonalFit]) -> StackedModels:
         """Stack ``models``, in signal order."""
         groups: dict[tuple[float, int], list[int]] = {}
         for j, model in enumerate(models):
@@ -79,14 +79,14 @@ class StackedModels:
             profiles=profiles,
         )
 
-    def model(self, j: int) -> SignalModel:
+    def model(self, j: int) -> SeasonalFit:
         """The model of signal ``j``."""
         profile, period = np.zeros(0), 0.0
         for group in self.profiles:
             hit = np.flatnonzero(group.columns == j)
             if hit.size:
                 profile, period = group.table[hit[0]], group.period_s
-        return SignalModel(
+        return SeasonalFit(
             profile,
             period,
             self.scale[j],
@@ -111,7 +111,7 @@ class StackedModels:
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`SignalModel.forward` of each column of ``x`` (times, signals)."""
+        """:meth:`SeasonalFit.forward` of each column of ``x`` (times, signals)."""
         logged = self._logged()
         if logged.size == 0:
             return x
@@ -120,7 +120,7 @@ class StackedModels:
         return out
 
     def backward(self, y: np.ndarray) -> np.ndarray:
-        """:meth:`SignalModel.backward` of each column of ``y`` (times, signals)."""
+        """:meth:`SeasonalFit.backward` of each column of ``y`` (times, signals)."""
         logged = self._logged()
         if logged.size == 0:
             return y

@@ -24,6 +24,7 @@ from its band.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from detector.core.families.counts import normal_score
 from detector.core.features import Window
 from detector.core.robust import MAD_TO_SIGMA
 from detector.core.timeutil import DAY_S, seconds
+
+if TYPE_CHECKING:
+    from detector.core.families.seasonal import Decomposition
 
 __all__ = ["PARTS", "SustainedShift"]
 
@@ -87,6 +91,10 @@ class SustainedShift(BaseDetector):
     True
     """
 
+    # A drift of hours in the training window fills percents of this family's rows, so its
+    # tail is read from the 90th percentile on, where most exceedances are still ordinary.
+    tail_quantile = 0.9
+
     def __init__(
         self,
         *,
@@ -120,8 +128,29 @@ class SustainedShift(BaseDetector):
         """The frame this family reads: slow residuals, and counts seen and expected (ratios)."""
         return pd.concat(dict(zip(PARTS, (u, events, means), strict=True)), axis=1)
 
+    def inputs(self, decomposition: Decomposition) -> pd.DataFrame:
+        """:meth:`parts` of a baseline decomposition."""
+        dec = decomposition
+        return self._checked(SustainedShift.parts(dec.u, dec.events, dec.means))
+
+    def restrict_alarms(self, alarms: np.ndarray) -> None:
+        """Which signals may raise alarms of their own (a bool per signal); the others only
+        keep events open (``keep``). The ensemble silences signals whose seasonal profile swings
+        too far for an expectation hours ahead to hold."""
+        self._check_fitted()
+        self.alarms_ = np.asarray(alarms, dtype=bool)
+
+    def alarm_scores(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """The ``score`` columns, zero for signals whose alarms are restricted."""
+        return scores["score"] * self.alarms_
+
+    def holds(self, scores: pd.DataFrame) -> np.ndarray:
+        """The ``keep`` columns: the shortest window's deviation while the last rows deviate."""
+        return scores["keep"].to_numpy()
+
     def _fit_model(self, frame: pd.DataFrame) -> Window:
         self.signals_ = list(frame["u"].columns)
+        self.alarms_ = np.ones(len(self.signals_), dtype=bool)
         t = seconds(frame.index)
         step = float(np.median(np.diff(t))) if t.size > 1 else min(self.horizons)
         rows = sorted({max(2, round(h / max(step, 1e-9))) for h in self.horizons})

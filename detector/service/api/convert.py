@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from detector.core.point import ScoredPoint
 from detector.service.api.schemas import (
     AnomalyPublic,
     EventPublic,
@@ -38,6 +39,15 @@ def _scores(values: dict[str, float]) -> dict[str, float]:
     return {str(k): _score(v) for k, v in values.items()}
 
 
+def _values(point: ScoredPoint) -> dict[str, float | None]:
+    return {
+        "actual": point.actual,
+        "expected": point.expected,
+        "lower": point.lower,
+        "upper": point.upper,
+    }
+
+
 def anomaly_public(a: ActiveAnomaly) -> AnomalyPublic:
     """An active anomaly as the API shows it."""
     return AnomalyPublic(
@@ -46,12 +56,9 @@ def anomaly_public(a: ActiveAnomaly) -> AnomalyPublic:
         labels=a.labels,
         since=utc(a.since),
         peak_score=_score(a.peak_score),
-        score=_score(a.score),
-        actual=a.actual,
-        expected=a.expected,
-        lower=a.lower,
-        upper=a.upper,
-        detectors=list(a.detectors),
+        score=_score(a.point.score),
+        **_values(a.point),
+        detectors=list(a.families),
         contributions=_scores(a.contributions),
     )
 
@@ -65,14 +72,11 @@ def event_public(e: Event) -> EventPublic:
         start=utc(e.start),
         end=utc(e.end),
         open=e.is_open,
-        score=_score(e.score),
-        peak_score=_score(e.peak_score),
-        peak_at=utc(e.peak_at),
-        actual=e.peak_actual,
-        expected=e.peak_expected,
-        lower=e.peak_lower,
-        upper=e.peak_upper,
-        detectors=list(e.detectors),
+        score=_score(e.last.score),
+        peak_score=_score(e.peak.score),
+        peak_at=utc(e.peak.at),
+        **_values(e.peak),
+        detectors=list(e.families),
         contributions=_scores(e.contributions),
         model_version=e.model_version,
     )
@@ -82,13 +86,10 @@ def series_public(s: SeriesStatus) -> SeriesPublic:
     """The latest point of one series."""
     return SeriesPublic(
         labels=s.labels,
-        timestamp=utc(s.timestamp),
-        actual=s.actual,
-        expected=s.expected,
-        lower=s.lower,
-        upper=s.upper,
-        score=_score(s.score),
-        detector_scores=_scores(s.detector_scores),
+        timestamp=utc(s.point.at),
+        score=_score(s.point.score),
+        **_values(s.point),
+        detector_scores=_scores(s.family_scores),
         anomalous=s.anomalous,
         stale=s.stale,
         model_version=s.model_version,
@@ -106,6 +107,6 @@ def model_public(m: ModelStatus) -> ModelPublic:
         training_start=utc(m.training_start),
         training_end=utc(m.training_end),
         series=m.series,
-        detectors=list(m.detectors),
+        detectors=list(m.families),
         evaluation=json_safe(dict(m.evaluation)),
     )

@@ -51,8 +51,17 @@ class _Public(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class AnomalyPublic(_Public):
-    """An anomaly open now on one series."""
+class _PointValues(_Public):
+    """The values of a :class:`~detector.core.point.ScoredPoint`, as every response shows them."""
+
+    actual: Value
+    expected: Value
+    lower: Value
+    upper: Value
+
+
+class AnomalyPublic(_PointValues):
+    """An anomaly open now on one series; its values are the series' latest."""
 
     event_id: int
     signal: str
@@ -60,10 +69,6 @@ class AnomalyPublic(_Public):
     since: datetime
     peak_score: Score
     score: Score
-    actual: Value
-    expected: Value
-    lower: Value
-    upper: Value
     detectors: list[str] = Field(description="families whose score is above the threshold")
     contributions: dict[str, float] = Field(
         description="isolation forest: feature -> contribution, largest first"
@@ -75,8 +80,8 @@ class AnomaliesPublic(_Public):
     count: int
 
 
-class EventPublic(_Public):
-    """One recorded anomaly event; ``end`` is null while it is open."""
+class EventPublic(_PointValues):
+    """One recorded anomaly event; ``end`` is null while it is open; its values are the peak's."""
 
     id: int
     signal: str
@@ -87,10 +92,6 @@ class EventPublic(_Public):
     score: Score = Field(description="score at the last update")
     peak_score: Score
     peak_at: datetime
-    actual: Value = Field(description="value at the peak")
-    expected: Value = Field(description="expected value at the peak")
-    lower: Value
-    upper: Value
     detectors: list[str] = Field(description="every family that fired during the event")
     contributions: dict[str, float]
     model_version: str | None
@@ -106,15 +107,11 @@ class EventsPublic(_Public):
     next_offset: int | None
 
 
-class SeriesPublic(_Public):
+class SeriesPublic(_PointValues):
     """The latest scored point of one series of a signal."""
 
     labels: dict[str, str]
     timestamp: datetime | None
-    actual: Value
-    expected: Value
-    lower: Value
-    upper: Value
     score: Score
     detector_scores: dict[str, float]
     anomalous: bool

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.core.attribution import BatchAttribution, top_contributions
+from detector.core.attribution import top_contributions
 from detector.core.ensemble import Ensemble
 
 STEP = pd.Timedelta("60s")
@@ -37,28 +37,32 @@ def test_a_row_is_explained_as_the_forest_scored_it(ensemble, frame) -> None:
     model = copy.deepcopy(ensemble)
     batch = frame.iloc[2500:2520].copy()
     batch.iloc[12, 1] += 1.0  # twenty sigmas up on b
-    attribution = BatchAttribution(model)
     forest = model.members_["iforest"]
     before = copy.deepcopy(forest.state_)
     result = model.update(batch)
-    attribution.scored(result)
+    attribution = result.attribution
+    assert attribution is not None and attribution.family == "iforest"
     top = attribution.at(12)
     assert 0 < len(top) <= 5 and next(iter(top)).startswith("b:")
     # The same as explaining the residuals from the state the forest scored them from.
-    credit = forest.contributions(forest.features(result.residuals, before)).iloc[12]
+    replayed = copy.deepcopy(ensemble).baseline_.decompose(batch).z  # from the state before
+    credit = forest.contributions(forest.features(replayed, before)).iloc[12]
     assert top == top_contributions(credit)
     assert attribution.at(12) == top  # asked again: the same answer
     # Scoring is untouched: the same updates without attribution give the same scores.
     plain = copy.deepcopy(ensemble).update(batch)
-    pd.testing.assert_frame_equal(plain.detector_scores, result.detector_scores)
+    pd.testing.assert_frame_equal(plain.family_scores, result.family_scores)
 
 
 def test_no_forest_no_contributions(frame) -> None:
     model = Ensemble(families=("seasonal",), seasonality="none").fit(frame.iloc[:2500])
-    attribution = BatchAttribution(model)
-    attribution.scored(model.update(frame.iloc[2500:2510]))
-    assert attribution.at(3) == {}
+    assert model.update(frame.iloc[2500:2510]).attribution is None
 
 
-def test_nothing_before_the_batch_is_scored(ensemble) -> None:
-    assert BatchAttribution(copy.deepcopy(ensemble)).at(0) == {}
+def test_a_score_without_advancing_explains_too(ensemble, frame) -> None:
+    model = copy.deepcopy(ensemble)
+    batch = frame.iloc[2500:2520].copy()
+    batch.iloc[12, 1] += 1.0
+    scored = model.score(batch).attribution
+    updated = model.update(batch).attribution
+    assert scored is not None and updated is not None and scored.at(12) == updated.at(12)

@@ -12,7 +12,8 @@ import pytest
 
 from detector.core.base import NotFittedError
 from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES
-from detector.core.ensemble import JOINT, Ensemble, EnsembleScores
+from detector.core.ensemble import JOINT, Ensemble
+from detector.core.scores import EnsembleScores
 
 DAY_POINTS = 288  # 5-minute steps
 TRAIN_DAYS = 4
@@ -59,7 +60,8 @@ def spiked(test_day: pd.DataFrame) -> pd.DataFrame:
 
 def test_fit_learns_every_family_and_signal(model: Ensemble, train: pd.DataFrame) -> None:
     assert model.signals_ == ["rps", "latency"]
-    assert set(model.members_) == {"levelshift", "sustained", "iforest"}
+    assert list(model.members_) == ["seasonal", "levelshift", "sustained", "iforest"]
+    assert [m.joint for m in model.members_.values()] == [False, False, False, True]
     families = ("seasonal", "levelshift", "sustained")
     expected = {(s, f) for s in ("rps", "latency") for f in families}
     assert set(model.calibrators_) == expected | {(JOINT, "iforest")}
@@ -79,17 +81,17 @@ def test_score_shapes_and_ranges(model: Ensemble, test_day: pd.DataFrame) -> Non
         assert frame.index.equals(idx)
         assert list(frame.columns) == ["rps", "latency"]
     pd.testing.assert_frame_equal(out.actual, test_day)
-    for values in (out.anomaly_score, out.signal_scores, out.detector_scores):
+    for values in (out.anomaly_score, out.signal_scores, out.family_scores):
         arr = np.asarray(values, dtype=float)
         assert np.all(np.isfinite(arr))
         assert np.all((arr >= 0.0) & (arr <= 1.0))
     assert set(np.unique(out.anomalous)) <= {0, 1}
     assert set(np.unique(out.signal_anomalous.to_numpy())) <= {0, 1}
-    assert set(out.detector_scores.columns) == set(model.calibrators_)
+    assert set(out.family_scores.columns) == set(model.calibrators_)
     # The overall score is the largest of all, a signal's the largest of its families.
-    np.testing.assert_allclose(out.anomaly_score, out.detector_scores.max(axis=1))
+    np.testing.assert_allclose(out.anomaly_score, out.family_scores.max(axis=1))
     for name in ("rps", "latency"):
-        own = out.detector_scores.xs(name, axis=1, level=0).max(axis=1)
+        own = out.family_scores.xs(name, axis=1, level=0).max(axis=1)
         np.testing.assert_allclose(out.signal_scores[name], own)
     assert (out.lower <= out.expected).all().all()
     assert (out.expected <= out.upper).all().all()
@@ -120,8 +122,8 @@ def test_spike_raises_its_signal_and_the_overall_score(
 def test_direction_up_ignores_a_latency_drop(model: Ensemble, test_day: pd.DataFrame) -> None:
     dropped = test_day.copy()
     dropped.iloc[SPIKE, dropped.columns.get_loc("latency")] /= 4.0
-    clean = model.score(test_day).detector_scores
-    out = model.score(dropped).detector_scores
+    clean = model.score(test_day).family_scores
+    out = model.score(dropped).family_scores
     assert out[("latency", "seasonal")].iloc[SPIKE] < 0.01
     assert (
         out[("latency", "levelshift")].iloc[SPIKE]
@@ -203,7 +205,7 @@ def test_row_by_row_equals_one_batch_for_many_signals() -> None:
     stream = copy.deepcopy(model)
     rows = [stream.update(test.iloc[i : i + 1]) for i in range(len(test))]
     series = ("anomaly_score", "anomalous")
-    frames = ("signal_scores", "signal_anomalous", "detector_scores", "expected", "lower", "upper")
+    frames = ("signal_scores", "signal_anomalous", "family_scores", "expected", "lower", "upper")
     for field in (*series, *frames):
         got = pd.concat([getattr(row, field) for row in rows])
         if field in ("anomalous", "signal_anomalous"):
@@ -259,7 +261,7 @@ def test_pickle_round_trip_gives_identical_scores(model: Ensemble, spiked: pd.Da
     a, b = stream.score(spiked.iloc[100:]), restored.score(spiked.iloc[100:])
     for field in ("anomaly_score", "anomalous"):
         pd.testing.assert_series_equal(getattr(a, field), getattr(b, field))
-    for field in ("signal_scores", "signal_anomalous", "detector_scores", "expected"):
+    for field in ("signal_scores", "signal_anomalous", "family_scores", "expected"):
         pd.testing.assert_frame_equal(getattr(a, field), getattr(b, field))
     assert restored.get_params() == stream.get_params()
 
@@ -270,7 +272,7 @@ def test_pickle_round_trip_gives_identical_scores(model: Ensemble, spiked: pd.Da
 def test_family_subsets(families, train: pd.DataFrame, spiked: pd.DataFrame) -> None:
     model = Ensemble(families=families, directions="up").fit(train)
     out = model.score(spiked)
-    used = set(out.detector_scores.columns.get_level_values(1))
+    used = set(out.family_scores.columns.get_level_values(1))
     assert used == set(families)
     assert out.anomaly_score.iloc[SPIKE] > 0.9
 
@@ -317,3 +319,9 @@ def test_get_params_round_trip() -> None:
     assert Ensemble(**params).get_params() == params
     with pytest.raises(ValueError, match="unknown parameter"):
         model.set_params(windows=3)
+
+
+@pytest.mark.parametrize("name", ["joint", "overall"])
+def test_the_sentinel_names_are_refused_as_signals(train: pd.DataFrame, name: str) -> None:
+    with pytest.raises(ValueError, match=f"signal names \\['{name}'\\] are reserved"):
+        Ensemble().fit(train.rename(columns={"rps": name}))

@@ -94,5 +94,5 @@ def test_ensemble_reports_an_onset_once_and_keeps_the_decision() -> None:
     pd.testing.assert_series_equal(out.anomalous, plain.anomalous)
     below = plain.anomaly_score < 0.95
     pd.testing.assert_series_equal(out.anomaly_score[below], plain.anomaly_score[below])
-    held = out.detector_scores.iloc[6:8].to_numpy()
+    held = out.family_scores.iloc[6:8].to_numpy()
     assert (held < 0.95).all()

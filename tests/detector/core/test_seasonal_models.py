@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from detector.core.families.seasonal import SeasonalBaseline
-from detector.core.families.seasonal_models import SignalModel, StackedModels
+from detector.core.families.seasonal_models import SeasonalFit, StackedModels
 
 DAY_POINTS = 288  # 5-minute steps
 START = "2026-01-05"  # a Monday
@@ -83,13 +83,13 @@ def test_many_signals_at_once_equal_each_signal_alone() -> None:
 
 
 def test_stack_and_back_keeps_every_model() -> None:
-    daily = SignalModel(
+    daily = SeasonalFit(
         np.arange(288.0), 86_400.0, np.ones(24), 2 * np.ones(24), "daily", 600.0, 0.5
     )
-    weekly = SignalModel(
+    weekly = SeasonalFit(
         np.arange(2016.0), 604_800.0, np.ones(24), np.ones(24), "weekly", 60.0, np.nan
     )
-    flat = SignalModel(np.zeros(0), 0.0, np.ones(24), np.ones(24), "none", 300.0, np.nan)
+    flat = SeasonalFit(np.zeros(0), 0.0, np.ones(24), np.ones(24), "none", 300.0, np.nan)
     models = [daily, flat, weekly, daily]
     stacked = StackedModels.stack(models)
     assert len(stacked.profiles) == 2  # one table per period

@@ -366,7 +366,7 @@ def test_round_trip_of_a_fitted_ensemble(reg: ModelRegistry) -> None:
     assert loaded.version.evaluation == {"f1": 1.0}
     want, got = model.update(test), loaded.model.update(test)
     pd.testing.assert_series_equal(got.anomaly_score, want.anomaly_score, check_exact=True)
-    pd.testing.assert_frame_equal(got.detector_scores, want.detector_scores, check_exact=True)
+    pd.testing.assert_frame_equal(got.family_scores, want.family_scores, check_exact=True)
     assert got.anomalous.equals(want.anomalous) and want.anomalous.iloc[20:30].any()
 
 
@@ -384,7 +384,7 @@ def test_streaming_state_survives_the_round_trip(reg: ModelRegistry) -> None:
     loaded = reg.load(v).model
     assert loaded.labels == {"a": {"gpu": "0"}, "b": {}} and loaded.params == model.params
     want, got = model.ensemble.update(rest), loaded.ensemble.update(rest)
-    for name in ("anomaly_score", "anomalous", "signal_scores", "detector_scores", "expected"):
+    for name in ("anomaly_score", "anomalous", "signal_scores", "family_scores", "expected"):
         left, right = pd.DataFrame(getattr(got, name)), pd.DataFrame(getattr(want, name))
         pd.testing.assert_frame_equal(left, right, check_exact=True)
     assert want.anomalous.any()

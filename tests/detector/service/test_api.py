@@ -17,12 +17,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from detector.core.point import ScoredPoint
 from detector.service.api import create_api
 from detector.service.history import EventStore
 from detector.service.views import (
     ActiveAnomaly,
     ModelStatus,
     RetrainUnavailable,
+    RunStats,
     SeriesStatus,
     ServiceView,
 )
@@ -36,13 +38,8 @@ def _series(signal: str, labels: dict[str, str], actual: float, score: float) ->
     return SeriesStatus(
         signal=signal,
         labels=labels,
-        timestamp=T0 + 600,
-        actual=actual,
-        expected=1.0,
-        lower=0.8,
-        upper=1.2,
-        score=score,
-        detector_scores={"seasonal": score, "levelshift": 0.1},
+        point=ScoredPoint(T0 + 600, actual=actual, expected=1.0, lower=0.8, upper=1.2, score=score),
+        family_scores={"seasonal": score, "levelshift": 0.1},
         anomalous=score > 0.95,
         stale=math.isnan(actual),
         model_version="20260105T000000000000Z-abcdef",
@@ -77,12 +74,10 @@ class FakeView:
                 labels={"model": "qwen"},
                 since=T0 + 300,
                 peak_score=0.999,
-                score=0.99,
-                actual=2.4,
-                expected=1.0,
-                lower=0.8,
-                upper=1.2,
-                detectors=["seasonal", "iforest"],
+                point=ScoredPoint(
+                    T0 + 600, actual=2.4, expected=1.0, lower=0.8, upper=1.2, score=0.99
+                ),
+                families=["seasonal", "iforest"],
                 contributions={"latency_p95 level": 3.1, "rps level": -0.2},
             )
         ]
@@ -96,7 +91,7 @@ class FakeView:
                 training_start=T0 - 30 * 86400,
                 training_end=T0,
                 series=2,
-                detectors=["seasonal", "iforest"],
+                families=["seasonal", "iforest"],
                 evaluation={"f1": 0.91, "nab": math.nan},
             ),
             ModelStatus(
@@ -106,9 +101,12 @@ class FakeView:
                 training_start=None,
                 training_end=None,
                 series=0,
-                detectors=[],
+                families=[],
             ),
         ]
+
+    def run_stats(self) -> RunStats:
+        return RunStats()
 
     def health(self) -> tuple[bool, str]:
         return self.healthy
@@ -132,21 +130,24 @@ def events(tmp_path: Path):
     with EventStore(tmp_path / "history.sqlite") as store:
         # latency: one closed event on day 1, one open since day 2; rps: one on day 1.
         ev = store.open_event(
-            signal="latency_p95", labels={"model": "qwen"}, at=T0 + 3600, score=0.97, actual=2.0
+            signal="latency_p95",
+            labels={"model": "qwen"},
+            point=ScoredPoint(T0 + 3600, actual=2.0, score=0.97),
         )
         store.update_event(
-            ev.id, at=T0 + 3660, score=0.995, actual=3.0, expected=1.0, lower=0.8, upper=1.2
+            ev.id,
+            ScoredPoint(T0 + 3660, actual=3.0, expected=1.0, lower=0.8, upper=1.2, score=0.995),
         )
         store.close_event(ev.id, at=T0 + 7200)
         store.close_event(
-            store.open_event(signal="rps", labels={}, at=T0 + 5000, score=0.96).id, at=T0 + 5100
+            store.open_event(signal="rps", labels={}, point=ScoredPoint(T0 + 5000, score=0.96)).id,
+            at=T0 + 5100,
         )
         store.open_event(
             signal="latency_p95",
             labels={"model": "qwen"},
-            at=T0 + 86400,
-            score=0.99,
-            detectors=["seasonal"],
+            point=ScoredPoint(T0 + 86400, score=0.99),
+            families=["seasonal"],
         )
         yield store
 

@@ -6,21 +6,17 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from detector.service.exporter import RunStats, ServiceCollector, export_labels
-from detector.service.views import ModelStatus, SeriesStatus
+from detector.core.point import ScoredPoint
+from detector.service.exporter import ServiceCollector, export_labels
+from detector.service.views import ModelStatus, RunStats, SeriesStatus
 
 
 def _status(labels: dict[str, str], *, stale: bool = False, version: str | None = "v1"):
     return SeriesStatus(
         signal="latency",
         labels=labels,
-        timestamp=100.0,
-        actual=1.4,
-        expected=1.0,
-        lower=0.8,
-        upper=1.2,
-        score=0.97,
-        detector_scores={"seasonal": 0.97, "levelshift": 0.2},
+        point=ScoredPoint(100.0, actual=1.4, expected=1.0, lower=0.8, upper=1.2, score=0.97),
+        family_scores={"seasonal": 0.97, "levelshift": 0.2},
         anomalous=True,
         stale=stale,
         model_version=version,
@@ -47,7 +43,7 @@ class View:
                 training_start=0.0,
                 training_end=30.0,
                 series=2,
-                detectors=["seasonal", "levelshift"],
+                families=["seasonal", "levelshift"],
             ),
             ModelStatus(
                 signal="errors",
@@ -56,7 +52,7 @@ class View:
                 training_start=None,
                 training_end=None,
                 series=0,
-                detectors=[],
+                families=[],
             ),
         ]
 

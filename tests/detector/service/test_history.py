@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.core.point import ScoredPoint
 from detector.service.history import EventError, EventStore
 
 pytestmark = pytest.mark.integration
@@ -28,88 +29,85 @@ def test_event_lifecycle_tracks_the_peak(store: EventStore) -> None:
     ev = store.open_event(
         signal="latency_p95",
         labels=LABELS,
-        at=1000.0,
-        score=0.96,
-        actual=2.0,
-        expected=1.0,
-        lower=0.8,
-        upper=1.2,
-        detectors=["seasonal"],
+        point=ScoredPoint(1000.0, actual=2.0, expected=1.0, lower=0.8, upper=1.2, score=0.96),
+        families=["seasonal"],
         model_version="v1",
     )
-    assert ev.is_open and ev.start == 1000.0 and ev.peak_score == 0.96 and ev.labels == LABELS
+    assert ev.is_open and ev.start == 1000.0 and ev.peak.score == 0.96 and ev.labels == LABELS
     ev = store.update_event(
         ev.id,
-        at=1030.0,
-        score=0.999,
-        actual=3.0,
-        expected=1.1,
-        lower=0.9,
-        upper=1.3,
-        detectors=["iforest"],
+        ScoredPoint(1030.0, actual=3.0, expected=1.1, lower=0.9, upper=1.3, score=0.999),
+        families=["iforest"],
         contributions={"a_level": 0.2, "b_jump": -0.7, "c": float("nan")},
     )
-    ev = store.update_event(ev.id, at=1060.0, score=0.97, actual=2.5, expected=1.1)
-    assert (ev.score, ev.actual, ev.lower) == (0.97, 2.5, None)  # latest point
-    assert (ev.peak_score, ev.peak_at, ev.peak_actual, ev.peak_upper) == (0.999, 1030.0, 3.0, 1.3)
-    assert ev.detectors == ["iforest", "seasonal"]  # every family that fired
+    ev = store.update_event(ev.id, ScoredPoint(1060.0, actual=2.5, expected=1.1, score=0.97))
+    assert (ev.last.score, ev.last.actual, ev.last.lower) == (0.97, 2.5, None)  # latest point
+    assert (ev.peak.score, ev.peak.at, ev.peak.actual, ev.peak.upper) == (0.999, 1030.0, 3.0, 1.3)
+    assert ev.families == ["iforest", "seasonal"]  # every family that fired
     assert list(ev.contributions) == ["b_jump", "a_level"]  # from the peak, largest first
     assert ev.model_version == "v1"
     closed = store.close_event(ev.id, at=1090.0)
     assert closed.end == 1090.0 and not closed.is_open
     assert store.get(ev.id) == closed
     with pytest.raises(EventError, match="already closed"):
-        store.update_event(ev.id, at=1100.0, score=0.99)
+        store.update_event(ev.id, ScoredPoint(1100.0, score=0.99))
     with pytest.raises(EventError, match="already closed"):
         store.close_event(ev.id, at=1100.0)
     with pytest.raises(EventError, match="no event with id 999"):
-        store.update_event(999, at=1.0, score=0.5)
+        store.update_event(999, ScoredPoint(1.0, score=0.5))
 
 
 def test_contributions_come_from_the_peak_or_the_first_point_with_any(store: EventStore) -> None:
     # The isolation forest fires on some points only; those without contributions keep what is
     # recorded, the first with some records them, a later peak with some replaces them.
-    ev = store.open_event(signal="s", labels=LABELS, at=0.0, score=0.96)
-    ev = store.update_event(ev.id, at=30.0, score=0.9, contributions={"a:z": 0.3})
+    ev = store.open_event(signal="s", labels=LABELS, point=ScoredPoint(0.0, score=0.96))
+    ev = store.update_event(ev.id, ScoredPoint(30.0, score=0.9), contributions={"a:z": 0.3})
     assert ev.contributions == {"a:z": 0.3}
-    ev = store.update_event(ev.id, at=60.0, score=0.99)  # a peak the forest had no say in
-    assert ev.peak_score == 0.99 and ev.contributions == {"a:z": 0.3}
-    ev = store.update_event(ev.id, at=90.0, score=0.97, contributions={"b:z": 0.5})
+    ev = store.update_event(ev.id, ScoredPoint(60.0, score=0.99))  # a peak the forest had no say in
+    assert ev.peak.score == 0.99 and ev.contributions == {"a:z": 0.3}
+    ev = store.update_event(ev.id, ScoredPoint(90.0, score=0.97), contributions={"b:z": 0.5})
     assert ev.contributions == {"a:z": 0.3}  # not a peak: the first ones stay
-    ev = store.update_event(ev.id, at=120.0, score=0.999, contributions={"b:z": 0.4, "a:z": 0.1})
-    assert list(ev.contributions) == ["b:z", "a:z"] and ev.peak_at == 120.0
+    ev = store.update_event(
+        ev.id, ScoredPoint(120.0, score=0.999), contributions={"b:z": 0.4, "a:z": 0.1}
+    )
+    assert list(ev.contributions) == ["b:z", "a:z"] and ev.peak.at == 120.0
 
 
 def test_bad_values(store: EventStore) -> None:
     with pytest.raises(EventError, match="score"):
-        store.open_event(signal="s", labels={}, at=1.0, score=math.nan)
+        store.open_event(signal="s", labels={}, point=ScoredPoint(1.0, score=math.nan))
     with pytest.raises(EventError, match="finite unix time"):
-        store.open_event(signal="s", labels={}, at=math.inf, score=0.9)
+        store.open_event(signal="s", labels={}, point=ScoredPoint(math.inf, score=0.9))
     with pytest.raises(EventError, match="not a number"):
-        store.open_event(signal="s", labels={}, at=1.0, score=0.9, actual="x")
-    ev = store.open_event(signal="s", labels={}, at=1.0, score=0.9, actual=math.nan)
-    assert ev.actual is None and ev.peak_actual is None
+        store.open_event(signal="s", labels={}, point=ScoredPoint(1.0, actual="x", score=0.9))
+    ev = store.open_event(signal="s", labels={}, point=ScoredPoint(1.0, actual=math.nan, score=0.9))
+    assert ev.last.actual is None and ev.peak.actual is None
     assert store.query().total == 1
 
 
 def test_open_twice_resumes_instead_of_duplicating(store: EventStore) -> None:
-    a = store.open_event(signal="rps", labels=LABELS, at=10.0, score=0.96)
-    b = store.open_event(signal="rps", labels=dict(reversed(LABELS.items())), at=40.0, score=0.98)
-    assert a.id == b.id and b.start == 10.0 and b.peak_score == 0.98
-    other = store.open_event(signal="rps", labels={"model": "other"}, at=40.0, score=0.98)
+    a = store.open_event(signal="rps", labels=LABELS, point=ScoredPoint(10.0, score=0.96))
+    b = store.open_event(
+        signal="rps", labels=dict(reversed(LABELS.items())), point=ScoredPoint(40.0, score=0.98)
+    )
+    assert a.id == b.id and b.start == 10.0 and b.peak.score == 0.98
+    other = store.open_event(
+        signal="rps", labels={"model": "other"}, point=ScoredPoint(40.0, score=0.98)
+    )
     assert other.id != a.id
     store.close_event(a.id, at=50.0)
-    again = store.open_event(signal="rps", labels=LABELS, at=60.0, score=0.97)
+    again = store.open_event(signal="rps", labels=LABELS, point=ScoredPoint(60.0, score=0.97))
     assert again.id not in (a.id, other.id)
     assert [e.id for e in store.open_events()] == [other.id, again.id]
 
 
 _CRASH = """
 import os, sys
+from detector.core.point import ScoredPoint
 from detector.service.history import EventStore
 store = EventStore(sys.argv[1])
-ev = store.open_event(signal="rps", labels={"model": "m"}, at=100.0, score=0.97)
-store.update_event(ev.id, at=130.0, score=0.99, actual=5.0)
+ev = store.open_event(signal="rps", labels={"model": "m"}, point=ScoredPoint(100.0, score=0.97))
+store.update_event(ev.id, ScoredPoint(130.0, actual=5.0, score=0.99))
 os._exit(0)  # killed: no close(), no clean shutdown
 """
 
@@ -119,9 +117,11 @@ def test_restart_resumes_the_open_event(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", _CRASH, str(path)], check=True, timeout=60)
     with EventStore(path) as store:
         (resumed,) = store.open_events()
-        assert (resumed.start, resumed.peak_score, resumed.actual) == (100.0, 0.99, 5.0)
-        ev = store.open_event(signal="rps", labels={"model": "m"}, at=160.0, score=0.95)
-        assert ev.id == resumed.id and ev.updated == 160.0
+        assert (resumed.start, resumed.peak.score, resumed.last.actual) == (100.0, 0.99, 5.0)
+        ev = store.open_event(
+            signal="rps", labels={"model": "m"}, point=ScoredPoint(160.0, score=0.95)
+        )
+        assert ev.id == resumed.id and ev.last.at == 160.0
         store.close_event(ev.id, at=190.0)
     with EventStore(path) as store:
         assert store.open_events() == [] and store.query().total == 1
@@ -130,10 +130,12 @@ def test_restart_resumes_the_open_event(tmp_path: Path) -> None:
 def test_query_overlap_filter_and_pages(store: EventStore) -> None:
     # Events [0,10], [20,30], [40, open) for "a"; [5,25] for "b".
     for start, end in [(0, 10), (20, 30), (40, None)]:
-        ev = store.open_event(signal="a", labels={}, at=start, score=0.96)
+        ev = store.open_event(signal="a", labels={}, point=ScoredPoint(start, score=0.96))
         if end is not None:
             store.close_event(ev.id, at=end)
-    store.close_event(store.open_event(signal="b", labels={}, at=5, score=0.96).id, at=25)
+    store.close_event(
+        store.open_event(signal="b", labels={}, point=ScoredPoint(5, score=0.96)).id, at=25
+    )
     assert [e.start for e in store.query().items] == [40, 20, 5, 0]  # newest first
     assert [e.start for e in store.query(start=12, end=22).items] == [20, 5]
     assert [e.start for e in store.query(start=1000).items] == [40]  # still open
@@ -173,7 +175,9 @@ def test_readers_see_consistent_pages_while_a_writer_writes(store: EventStore) -
             for r in range(rounds):
                 for s in range(n_series):
                     ev = store.open_event(
-                        signal="sig", labels={"s": str(s)}, at=r * 10 + s, score=0.9 + r / 1000
+                        signal="sig",
+                        labels={"s": str(s)},
+                        point=ScoredPoint(r * 10 + s, score=0.9 + r / 1000),
                     )
                     if r % 4 == 3:
                         store.close_event(ev.id, at=r * 10 + s + 1)
@@ -210,7 +214,9 @@ def test_two_writers_opening_the_same_series_get_one_event(store: EventStore) ->
 
     def opener() -> None:
         barrier.wait()
-        ids.append(store.open_event(signal="x", labels=LABELS, at=1.0, score=0.99).id)
+        ids.append(
+            store.open_event(signal="x", labels=LABELS, point=ScoredPoint(1.0, score=0.99)).id
+        )
 
     threads = [threading.Thread(target=opener) for _ in range(4)]
     for t in threads:

@@ -36,7 +36,7 @@ def test_compact_keeps_every_score_and_decision(families):
     assert len(pickle.dumps(small)) - forest < (len(pickle.dumps(full)) - forest) / 2
     a, b = full.update(frame.iloc[3000:]), small.update(frame.iloc[3000:])
     # Scores below exp(-40) may differ in their last digits; nothing a threshold can see.
-    np.testing.assert_allclose(a.detector_scores, b.detector_scores, rtol=1e-12, atol=1e-17)
+    np.testing.assert_allclose(a.family_scores, b.family_scores, rtol=1e-12, atol=1e-17)
     assert a.signal_anomalous.equals(b.signal_anomalous) and a.signal_anomalous.to_numpy().any()
 
 

@@ -40,10 +40,10 @@ def _run_through_spike(url: str, tmp_path, now: float) -> None:
             clock.now += STEP
             service.run_cycle()
             a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
-            peak = max(peak, a.score)
+            peak = max(peak, a.point.score)
             if clock.now == spike + STEP:
                 # Past its onset the spike's score is held just below 0.95 (refractory).
-                assert a.anomalous and 0.9 < a.detector_scores["seasonal"] < 0.95
+                assert a.anomalous and 0.9 < a.family_scores["seasonal"] < 0.95
                 assert [x.labels for x in service.active_anomalies()] == [{"model": "a"}]
         assert peak > 0.99
         assert all(not s.anomalous for s in service.series() if s.labels != {"model": "a"})
@@ -194,7 +194,7 @@ def test_isolation_forest_contributions_reach_the_api(prometheus_factory, tmp_pa
                 clock.now += STEP
                 service.run_cycle()
             (active,) = service.active_anomalies()
-            assert active.labels == {"model": "a"} and "iforest" in active.detectors
+            assert active.labels == {"model": "a"} and "iforest" in active.families
             credit = active.contributions
             assert 0 < len(credit) <= 5
             assert list(credit.values()) == sorted(credit.values(), reverse=True)

@@ -157,14 +157,14 @@ def test_counter_reset_nan_inf_and_a_late_series_raise_nothing(prometheus_factor
         for _ in range(44):
             clock.now += STEP
             service.run_cycle()
-            scores += [s.score for s in service.series()]
+            scores += [s.point.score for s in service.series()]
             a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
-            assert a.actual is None or np.isfinite(a.actual)
+            assert a.point.actual is None or np.isfinite(a.point.actual)
         assert max(scores) < 0.95
         assert service.store.query().total == 0
         late_status = next(s for s in service.series("latency") if s.labels == {"model": "late"})
         # Tracked as soon as it appears, with its value; scored once a refit covers it.
-        assert late_status.actual is not None and late_status.model_version is None
+        assert late_status.point.actual is not None and late_status.model_version is None
         assert not late_status.anomalous and service.trackers["latency"].untrained() == 1
         metrics = _metrics(service, clock)
         late = {"signal": "latency", "model": "late"}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from support.workbench import ApiServer
 
+from detector.core.point import ScoredPoint
 from detector.service.api import create_api
 from detector.service.history import EventStore
 from detector.workbench import (
@@ -30,20 +31,18 @@ def api(tmp_path):
     store = EventStore(tmp_path / "history.sqlite")
     # A latency spike and a traffic drop that overlaps it: one incident; an error burst two
     # hours later, still open: another; and an event a day before the range.
-    e = store.open_event(signal="latency", labels={"model": "a"}, at=T0, score=0.96)
-    store.update_event(
-        e.id, at=T0 + 60, score=0.999, actual=3.0, expected=1.0, lower=0.5, upper=1.5,
-        detectors=["seasonal"], model_version="v1",
-    )  # fmt: skip
+    e = store.open_event(signal="latency", labels={"model": "a"}, point=ScoredPoint(T0, score=0.96))
+    peak = ScoredPoint(T0 + 60, actual=3.0, expected=1.0, lower=0.5, upper=1.5, score=0.999)
+    store.update_event(e.id, peak, families=["seasonal"], model_version="v1")
     store.close_event(e.id, at=T0 + 300)
-    e = store.open_event(
-        signal="rps", labels={}, at=T0 + 120, score=0.97, actual=0.2, expected=1.0, lower=0.6,
-        upper=1.4, detectors=["seasonal", "levelshift"],
-    )  # fmt: skip
+    drop = ScoredPoint(T0 + 120, actual=0.2, expected=1.0, lower=0.6, upper=1.4, score=0.97)
+    e = store.open_event(signal="rps", labels={}, point=drop, families=["seasonal", "levelshift"])
     store.close_event(e.id, at=T0 + 720)
-    e = store.open_event(signal="errors", labels={}, at=T0 - 86_400, score=0.99)
+    e = store.open_event(signal="errors", labels={}, point=ScoredPoint(T0 - 86_400, score=0.99))
     store.close_event(e.id, at=T0 - 86_000)
-    store.open_event(signal="errors", labels={}, at=T0 + 7200, score=0.99, actual=0.1)
+    store.open_event(
+        signal="errors", labels={}, point=ScoredPoint(T0 + 7200, actual=0.1, score=0.99)
+    )
     with ApiServer(create_api(None, store, retrain_token=None)) as server:
         yield server
     store.close()
