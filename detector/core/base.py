@@ -2,10 +2,11 @@
 
 Higher raw scores mean more anomalous; raw scores are finite and non-negative; rows that cannot be
 scored yet (warm-up, missing values) score 0. ``fit`` learns the model from a training frame and the
-streaming state at the end of it; ``run(frame, advance=...)`` continues from that state, keeping
-the new state only when ``advance`` is true (the one way to score without changing a model: from a
-copy of the state). ``score`` and ``update`` are ``run`` on a checked frame, so ``score(A + B)``
-equals ``update(A)`` followed by ``update(B)``.
+streaming state at the end of it; scoring continues from that state, keeping the new state only
+when ``advance`` is true (the one way to score without changing a model: from a copy of the
+state). ``run(values, advance=...)`` scores arrays, as the ensemble does; ``score`` and ``update``
+score a frame (checked, then converted once each way), so ``score(A + B)`` equals ``update(A)``
+followed by ``update(B)``.
 
 The ensemble fits and runs every family the same way on what its baseline's decomposition gives
 the family (:meth:`BaseDetector.inputs`); a family flagged ``joint`` scores all signals together
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from detector.core.families.seasonal import Decomposition
+    from detector.core.families.decomposition import Decomposition, Parts
 
 __all__ = [
     "DIRECTIONS",
@@ -195,23 +196,46 @@ class BaseDetector(ParamsMixin, ABC):
     def _fit_model(self, frame: pd.DataFrame) -> Any:
         """Learn the model's attributes from ``frame``; return the streaming state at its start."""
 
-    @abstractmethod
+    def _step(self, values: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """Score rows given as an array (columns in ``input_columns_`` order) from ``state``;
+        return raw scores (columns in ``output_columns_`` order) and the state after them.
+
+        Every family implements this; the seasonal baseline, which is no family of the ensemble,
+        overrides :meth:`_run` instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__} scores frames only")
+
     def _run(self, frame: pd.DataFrame, state: Any) -> tuple[pd.DataFrame, Any]:
-        """Score ``frame`` from ``state``; return raw scores and the state after the last row."""
+        """:meth:`_step` of a frame: the public methods' edge, one conversion each way."""
+        values = frame.reindex(columns=self.input_columns_).to_numpy()
+        out, state = self._step(values, state)
+        return pd.DataFrame(out, index=frame.index, columns=self.output_columns_), state
 
-    def inputs(self, decomposition: Decomposition) -> pd.DataFrame:
-        """The frame this family reads from a baseline decomposition: the residuals ``z``."""
-        return self._checked(decomposition.z)
+    def training_inputs(self, decomposition: Decomposition) -> pd.DataFrame:
+        """What this family is fitted on from a baseline decomposition: the residuals ``z``."""
+        return decomposition.z
 
-    def _checked(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """An internal frame (already sorted float64) as :meth:`score` would check it."""
-        return frame if self.keeps_infinite else infinite_as_missing(frame)
+    def inputs(self, parts: Parts) -> np.ndarray:
+        """What this family scores of a baseline decomposition (arrays): the residuals ``z``."""
+        return self._checked(parts.z)
 
-    def alarm_scores(self, scores: pd.DataFrame) -> pd.DataFrame:
-        """The columns of ``run``'s output that are calibrated and may raise alarms: all."""
+    def _checked(self, values: np.ndarray) -> np.ndarray:
+        """Internal rows as :meth:`score` would check them: infinite values become missing
+        unless the family scores them."""
+        if self.keeps_infinite or not np.isinf(values).any():
+            return values
+        return np.where(np.isinf(values), np.nan, values)
+
+    @property
+    def alarm_columns_(self) -> list[Any]:
+        """The labels of :meth:`alarm_scores`' columns."""
+        return list(self.output_columns_)
+
+    def alarm_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The columns of the raw scores that are calibrated and may raise alarms: all."""
         return scores
 
-    def holds(self, scores: pd.DataFrame) -> np.ndarray | None:
+    def holds(self, scores: np.ndarray) -> np.ndarray | None:
         """Per signal and row, how far a lasting deviation keeps an open event open; None here."""
         return None
 
@@ -239,18 +263,23 @@ class BaseDetector(ParamsMixin, ABC):
         self._check_fitted()
         return self.state_ if advance else copy.deepcopy(self.state_)
 
-    def run(self, frame: pd.DataFrame, *, advance: bool) -> pd.DataFrame:
-        """Raw scores of rows that follow the training data (a frame as :func:`check_frame`
-        returns it); with ``advance`` the streaming state is kept for the next call."""
-        out, state = self._run(frame, self._state(advance))
+    def run(self, values: np.ndarray, *, advance: bool) -> np.ndarray:
+        """Raw scores of rows that follow the training data, as arrays (see :meth:`_step`);
+        with ``advance`` the streaming state is kept for the next call."""
+        out, state = self._step(values, self._state(advance))
         if advance:
             self.state_ = state
         return out
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Raw scores of rows that follow the training data; the detector is not changed."""
-        return self.run(check_frame(frame, keep_infinite=self.keeps_infinite), advance=False)
+        out, _ = self._run(self._checked_frame(frame), self._state(False))
+        return out
 
     def update(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Raw scores of new rows, keeping the streaming state for the next call."""
-        return self.run(check_frame(frame, keep_infinite=self.keeps_infinite), advance=True)
+        out, self.state_ = self._run(self._checked_frame(frame), self._state(True))
+        return out
+
+    def _checked_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return check_frame(frame, keep_infinite=self.keeps_infinite)

@@ -29,10 +29,11 @@ from detector.core.base import (
 from detector.core.calibration import CalibratorBank, TailCalibrator
 from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES
 from detector.core.families.counts import denominator_trials
+from detector.core.families.decomposition import Decomposition
 from detector.core.families.deviation import SeasonalDeviation
 from detector.core.families.iforest import JOINT, IsolationForestDetector
 from detector.core.families.levelshift import LevelShiftDetector
-from detector.core.families.seasonal import Decomposition, SeasonalBaseline
+from detector.core.families.seasonal import SeasonalBaseline
 from detector.core.families.sustained import SustainedShift
 from detector.core.hysteresis import Hysteresis, HysteresisGroup
 from detector.core.refractory import Refractory
@@ -220,7 +221,7 @@ class Ensemble(ParamsMixin):
 
     def _calibrate(self, rows: int) -> None:
         """One calibrator per (signal or joint column, family), on the training scores."""
-        raw = {name: m.alarm_scores(m.train_scores_) for name, m in self.members_.items()}
+        raw = {n: m.alarm_scores(m.train_scores_.to_numpy()) for n, m in self.members_.items()}
         # Each (signal, family) is one more chance of a false alarm: calibrating every one against
         # the horizon times their number keeps the overall rate what one threshold promises.
         n_tests = sum(scores.shape[1] for scores in raw.values())
@@ -232,9 +233,10 @@ class Ensemble(ParamsMixin):
         counted = {self.signals_[j] for j in self.baseline_.counts_.columns}
         calibrators = {}
         for family, scores in raw.items():
-            for column in scores.columns:
-                cal = _calibrator(self.members_[family], column in counted).fit(
-                    scores[column].to_numpy()[skip:], horizon_points=horizon_points
+            member = self.members_[family]
+            for j, column in enumerate(member.alarm_columns_):
+                cal = _calibrator(member, column in counted).fit(
+                    scores[skip:, j], horizon_points=horizon_points
                 )
                 calibrators[(column, family)] = cal
         # One calibrator per (signal or "joint", family), in the order of the scores' columns.
@@ -272,7 +274,7 @@ class Ensemble(ParamsMixin):
             "iforest": {"window": self.window, "random_state": self.random_state},
         }[name]
         family = _FAMILY_TYPES[name](directions=self.directions, **params)
-        return family.fit(family.inputs(decomposition))
+        return family.fit(family.training_inputs(decomposition))
 
     def compact(self) -> Self:
         """Drop what only fitting needed; scores and decisions stay the same.
@@ -323,6 +325,9 @@ class Ensemble(ParamsMixin):
         held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
         return decided, held
 
+    def _frame(self, values: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        return pd.DataFrame(values, index=index, columns=self.signals_)
+
     def _unit_scores(self, matrix: np.ndarray, per_signal: np.ndarray) -> np.ndarray:
         """Scores of the refractory units: each signal's, then each joint column's maximum."""
         n = len(self.signals_)
@@ -354,18 +359,18 @@ class Ensemble(ParamsMixin):
         # A joint family's explanations start from its state before the batch.
         explained = next(((k, m) for k, m in self.members_.items() if m.joint), None)
         before = copy.deepcopy(explained[1].state_) if explained is not None else None
-        dec = self.baseline_.decomposition(frame, trials=trials, advance=advance)
-        raw: dict[str, pd.DataFrame] = {}
+        parts = self.baseline_.decomposition(frame, trials=trials, advance=advance)
+        raw: dict[str, np.ndarray] = {}
         keep = None
         for name, member in self.members_.items():
-            out = member.run(member.inputs(dec), advance=advance)
+            out = member.run(member.inputs(parts), advance=advance)
             held = member.holds(out)
             if held is not None:
                 keep = held >= self.persist if keep is None else keep | (held >= self.persist)
             raw[name] = member.alarm_scores(out)
         # Plain arrays from here on: per-column pandas operations dominate when many signals are
         # scored at once. Columns follow the calibrators: each family's, in family order.
-        matrix = self.calibrators_.transform(np.hstack([r.to_numpy() for r in raw.values()]))
+        matrix = self.calibrators_.transform(np.hstack(list(raw.values())))
         n = len(self.signals_)
         per_signal = matrix[:, :n].copy()
         start = 0
@@ -386,8 +391,10 @@ class Ensemble(ParamsMixin):
             signal_anomalous=pd.DataFrame(decided[:, :n], index=frame.index, columns=self.signals_),
             family_scores=family_scores,
             actual=frame,
-            expected=dec.expected,
-            lower=dec.lower,
-            upper=dec.upper,
-            attribution=None if explained is None else BatchAttribution(*explained, before, dec.z),
+            expected=self._frame(parts.expected, frame.index),
+            lower=self._frame(parts.lower, frame.index),
+            upper=self._frame(parts.upper, frame.index),
+            attribution=None
+            if explained is None
+            else BatchAttribution(*explained, before, self._frame(parts.z, frame.index)),
         )

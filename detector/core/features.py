@@ -59,17 +59,18 @@ def window_mean(values: np.ndarray, window: Window) -> np.ndarray:
 
 
 def residual_features(z: pd.DataFrame, window: Window) -> pd.DataFrame:
-    """Joint feature vector per row: each signal's residual, its recent mean, and the jump between.
+    """:func:`residual_feature_array` as a frame: columns ``<signal>:z``, ``:mean``, ``:jump``."""
+    names = [f"{name}:{part}" for name in z.columns for part in ("z", "mean", "jump")]
+    return pd.DataFrame(residual_feature_array(z.to_numpy(), window), index=z.index, columns=names)
+
+
+def residual_feature_array(values: np.ndarray, window: Window) -> np.ndarray:
+    """Joint feature vector per row: each signal's residual, its recent mean, and the jump between
+    (three columns per signal, signal by signal).
 
     The recent mean catches shifts too small for any single point; the jump catches spikes on top
     of an already shifted level.
     """
-    values = z.to_numpy()
     mean = window_mean(values, window)
     now = np.nan_to_num(values, nan=0.0)
-    cols: dict[str, np.ndarray] = {}
-    for j, name in enumerate(z.columns):
-        cols[f"{name}:z"] = now[:, j]
-        cols[f"{name}:mean"] = mean[:, j]
-        cols[f"{name}:jump"] = now[:, j] - mean[:, j]
-    return pd.DataFrame(cols, index=z.index)
+    return np.stack([now, mean, now - mean], axis=2).reshape(values.shape[0], 3 * values.shape[1])

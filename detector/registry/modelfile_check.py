@@ -34,7 +34,7 @@ ALLOWED_CLASSES: dict[str, str] = {
     "detector.core.families.deviation.SeasonalDeviation": "object",
     "detector.core.families.iforest.IsolationForestDetector": "object",
     "detector.core.families.levelshift.LevelShiftDetector": "object",
-    "detector.core.families.seasonal.Decomposition": "object",
+    "detector.core.families.decomposition.Decomposition": "object",
     "detector.core.families.seasonal.SeasonalBaseline": "object",
     "detector.core.families.seasonal_models.StackedModels": "object",
     "detector.core.families.seasonal_models._Profiles": "object",

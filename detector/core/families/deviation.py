@@ -12,9 +12,10 @@ signal's alert direction, so the ensemble runs it through the same contract as e
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from detector.core.base import BaseDetector, Directions, check_directions, directional_scores
+from detector.core.base import BaseDetector, Directions, apply_directions, check_directions
 
 __all__ = ["SeasonalDeviation"]
 
@@ -37,7 +38,8 @@ class SeasonalDeviation(BaseDetector):
         check_directions(self.directions)
 
     def _fit_model(self, frame: pd.DataFrame) -> None:
+        self.input_columns_ = self.output_columns_ = list(frame.columns)
         return None
 
-    def _run(self, frame: pd.DataFrame, state: None) -> tuple[pd.DataFrame, None]:
-        return directional_scores(frame, self.directions), state
+    def _step(self, values: np.ndarray, state: None) -> tuple[np.ndarray, None]:
+        return apply_directions(values, self.directions, self.input_columns_), state

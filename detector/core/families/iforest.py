@@ -36,7 +36,7 @@ from detector.core.base import (
     check_range,
     direction_for,
 )
-from detector.core.features import Window, residual_features
+from detector.core.features import Window, residual_feature_array, residual_features
 
 __all__ = ["IsolationForestDetector"]
 
@@ -104,19 +104,22 @@ class IsolationForestDetector(BaseDetector):
         check_range("max_train", self.max_train, 10, 1e9)
         check_directions(self.directions)
 
-    def _directional(self, z: pd.DataFrame) -> pd.DataFrame:
-        out = z.reindex(columns=self.signals_).copy()
-        for name in self.signals_:
+    def _directional(self, z: np.ndarray) -> np.ndarray:
+        """Residuals (columns in ``signals_`` order) with those against the direction at 0."""
+        out = z.copy()
+        for j, name in enumerate(self.signals_):
             direction = direction_for(self.directions, name)
             if direction == "up":
-                out[name] = out[name].clip(lower=0.0)
+                out[:, j] = np.maximum(out[:, j], 0.0)
             elif direction == "down":
-                out[name] = out[name].clip(upper=0.0)
+                out[:, j] = np.minimum(out[:, j], 0.0)
         return out
 
     def _fit_model(self, frame: pd.DataFrame) -> Window:
         self.signals_ = list(frame.columns)
-        feats = residual_features(self._directional(frame), Window(len(self.signals_), self.window))
+        self.input_columns_, self.output_columns_ = self.signals_, [JOINT]
+        start = Window(len(self.signals_), self.window)
+        feats = residual_features(self._directional_frame(frame), start)
         rng = np.random.default_rng(self.random_state)
         rows = feats.to_numpy()
         if rows.shape[0] > self.max_train:
@@ -129,13 +132,16 @@ class IsolationForestDetector(BaseDetector):
         self.feature_names_ = list(feats.columns)
         return Window(len(self.signals_), int(self.window))
 
-    def _run(self, frame: pd.DataFrame, state: Window) -> tuple[pd.DataFrame, Window]:
-        feats = residual_features(self._directional(frame), state)
+    def _directional_frame(self, z: pd.DataFrame) -> pd.DataFrame:
+        values = self._directional(z.reindex(columns=self.signals_).to_numpy())
+        return pd.DataFrame(values, index=z.index, columns=self.signals_)
+
+    def _step(self, values: np.ndarray, state: Window) -> tuple[np.ndarray, Window]:
+        feats = residual_feature_array(self._directional(values), state)
         if feats.shape[0] == 0:
-            return pd.DataFrame({JOINT: np.zeros(0)}, index=frame.index), state
+            return np.zeros((0, 1)), state
         # scikit-learn's score_samples is higher for normal rows: this is the one sign flip.
-        raw = -self.forest_.score_samples(feats.to_numpy())
-        return pd.DataFrame({JOINT: raw}, index=frame.index), state
+        return -self.forest_.score_samples(feats)[:, None], state
 
     # -- contributions ------------------------------------------------------------------------
     def features(self, frame: pd.DataFrame, state: Window | None = None) -> pd.DataFrame:
@@ -155,7 +161,7 @@ class IsolationForestDetector(BaseDetector):
         """
         self._check_fitted()
         start = copy.deepcopy(self.state_ if state is None else state)
-        return residual_features(self._directional(check_frame(frame)), start)
+        return residual_features(self._directional_frame(check_frame(frame)), start)
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """How much each feature shortened the rows' isolation paths (see the module docstring).

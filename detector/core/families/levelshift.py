@@ -51,12 +51,11 @@ class LevelShiftDetector(BaseDetector):
 
     def _fit_model(self, frame: pd.DataFrame) -> Window:
         self.signals_ = list(frame.columns)
+        self.input_columns_ = self.output_columns_ = self.signals_
         return Window(len(self.signals_), int(self.window))
 
-    def _run(self, frame: pd.DataFrame, state: Window) -> tuple[pd.DataFrame, Window]:
-        z = frame.reindex(columns=self.signals_).to_numpy()
+    def _step(self, z: np.ndarray, state: Window) -> tuple[np.ndarray, Window]:
         total, count = window_sum(z, state)
         # Scaled by the values actually present: beside a gap, fewer values mean less evidence.
         stat = np.divide(total, np.sqrt(count), out=np.zeros_like(total), where=count > 0)
-        out = apply_directions(stat, self.directions, self.signals_)
-        return pd.DataFrame(out, index=frame.index, columns=self.signals_), state
+        return apply_directions(stat, self.directions, self.signals_), state

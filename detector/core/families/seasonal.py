@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
@@ -32,12 +31,13 @@ from detector.core.base import (
     directional_scores,
 )
 from detector.core.families.counts import fit_counts, looks_like_ratio, normal_score
+from detector.core.families.decomposition import Decomposition, Parts
 from detector.core.families.seasonal_fit import choose_period, phase_scales, seasonal_profile
 from detector.core.families.seasonal_models import SeasonalFit, StackedModels
 from detector.core.smoothing import Tracks, best_halflife, ewma_before, track_levels
 from detector.core.timeutil import DAY_S, phase_lookup, seconds
 
-__all__ = ["Decomposition", "SeasonalBaseline"]
+__all__ = ["SeasonalBaseline"]
 
 _SEASONALITIES = ("auto", "daily", "weekly", "none")
 # Training values further than this many typical deviations from the median are clipped before
@@ -46,26 +46,6 @@ _WINSOR = 1000.0
 # A single event is never clipped by a ratio's level trackers: clipping it would bias the
 # expected proportion of rare events towards 0.
 _MIN_CLIP_EVENTS = 1.5
-
-
-@dataclass(frozen=True)
-class Decomposition:
-    """Per-row view of the baseline: signed standardised residuals, expectation and band.
-
-    ``z`` is measured against the fast tracker (what is new since the last few points); ``u``,
-    the expectation and the band are the slow tracker's, the stable picture an operator compares
-    with. For ratio columns ``events`` and ``means`` are the counts seen and expected (against
-    the slow tracker) behind each row, so that windows of rows can be scored as counts; they are
-    NaN in other columns.
-    """
-
-    z: pd.DataFrame
-    u: pd.DataFrame
-    expected: pd.DataFrame
-    lower: pd.DataFrame
-    upper: pd.DataFrame
-    events: pd.DataFrame
-    means: pd.DataFrame
 
 
 def _winsorised(x: np.ndarray) -> np.ndarray:
@@ -305,6 +285,12 @@ class SeasonalBaseline(BaseDetector):
     def _decompose(
         self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
     ) -> tuple[Decomposition, list[Tracks]]:
+        parts, state = self._parts(frame, state, trials)
+        return parts.frames(frame.index, pd.Index(self.signals_)), state
+
+    def _parts(
+        self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
+    ) -> tuple[Parts, list[Tracks]]:
         # Every signal at once in arrays: with many signals and few rows (the streaming case)
         # per-signal numpy calls on tiny arrays would dominate the cost.
         t = seconds(frame.index)
@@ -348,18 +334,8 @@ class SeasonalBaseline(BaseDetector):
         centre = slow_level + season
         lower = models.backward(centre - self.band * s_slow)
         lower = np.where(self.nonnegative_, np.maximum(lower, 0.0), lower)
-        parts = (
-            z,
-            u,
-            models.backward(centre),
-            lower,
-            models.backward(centre + self.band * s_slow),
-            events,
-            means,
-        )
-        idx, cols = frame.index, pd.Index(self.signals_)
-        dec = Decomposition(*(pd.DataFrame(part, index=idx, columns=cols) for part in parts))
-        return dec, state
+        upper = models.backward(centre + self.band * s_slow)
+        return Parts(z, u, models.backward(centre), lower, upper, events, means), state
 
     def _run(self, frame: pd.DataFrame, state: list[Tracks]) -> tuple[pd.DataFrame, list[Tracks]]:
         dec, state = self._decompose(frame, state)
@@ -371,16 +347,16 @@ class SeasonalBaseline(BaseDetector):
 
     def decomposition(
         self, frame: pd.DataFrame, *, trials: pd.DataFrame | None = None, advance: bool
-    ) -> Decomposition:
-        """Residuals, expectations and bands of a checked frame (the ensemble's path, as
-        :meth:`~detector.core.base.BaseDetector.run` is the families'); ``advance`` keeps the
-        tracker state.
+    ) -> Parts:
+        """Residuals, expectations and bands of a checked frame, as arrays (the ensemble's path,
+        as :meth:`~detector.core.base.BaseDetector.run` is the families'); ``advance`` keeps
+        the tracker state.
 
         ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
         the trials inferred for the time of day).
         """
-        dec, _ = self._decompose(frame, self._state(advance), trials)
-        return dec
+        parts, _ = self._parts(frame, self._state(advance), trials)
+        return parts
 
     def decompose(
         self,
@@ -389,5 +365,7 @@ class SeasonalBaseline(BaseDetector):
         trials: pd.DataFrame | None = None,
         advance: bool = False,
     ) -> Decomposition:
-        """:meth:`decomposition` of any time-indexed frame (checked first)."""
-        return self.decomposition(check_frame(frame), trials=trials, advance=advance)
+        """:meth:`decomposition` of any time-indexed frame (checked first), as frames."""
+        frame = check_frame(frame)
+        parts = self.decomposition(frame, trials=trials, advance=advance)
+        return parts.frames(frame.index, pd.Index(self.signals_))

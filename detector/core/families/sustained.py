@@ -42,7 +42,7 @@ from detector.core.robust import MAD_TO_SIGMA
 from detector.core.timeutil import DAY_S, seconds
 
 if TYPE_CHECKING:
-    from detector.core.families.seasonal import Decomposition
+    from detector.core.families.decomposition import Decomposition, Parts
 
 __all__ = ["PARTS", "SustainedShift"]
 
@@ -128,10 +128,14 @@ class SustainedShift(BaseDetector):
         """The frame this family reads: slow residuals, and counts seen and expected (ratios)."""
         return pd.concat(dict(zip(PARTS, (u, events, means), strict=True)), axis=1)
 
-    def inputs(self, decomposition: Decomposition) -> pd.DataFrame:
+    def training_inputs(self, decomposition: Decomposition) -> pd.DataFrame:
         """:meth:`parts` of a baseline decomposition."""
         dec = decomposition
-        return self._checked(SustainedShift.parts(dec.u, dec.events, dec.means))
+        return SustainedShift.parts(dec.u, dec.events, dec.means)
+
+    def inputs(self, parts: Parts) -> np.ndarray:
+        """The same as arrays: the parts side by side, each with every signal."""
+        return self._checked(np.hstack([parts.u, parts.events, parts.means]))
 
     def restrict_alarms(self, alarms: np.ndarray) -> None:
         """Which signals may raise alarms of their own (a bool per signal); the others only
@@ -140,16 +144,23 @@ class SustainedShift(BaseDetector):
         self._check_fitted()
         self.alarms_ = np.asarray(alarms, dtype=bool)
 
-    def alarm_scores(self, scores: pd.DataFrame) -> pd.DataFrame:
-        """The ``score`` columns, zero for signals whose alarms are restricted."""
-        return scores["score"] * self.alarms_
+    @property
+    def alarm_columns_(self) -> list[str]:
+        """The signals: one ``score`` column each."""
+        return list(self.signals_)
 
-    def holds(self, scores: pd.DataFrame) -> np.ndarray:
+    def alarm_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The ``score`` columns, zero for signals whose alarms are restricted."""
+        return scores[:, : len(self.signals_)] * self.alarms_
+
+    def holds(self, scores: np.ndarray) -> np.ndarray:
         """The ``keep`` columns: the shortest window's deviation while the last rows deviate."""
-        return scores["keep"].to_numpy()
+        return scores[:, len(self.signals_) :]
 
     def _fit_model(self, frame: pd.DataFrame) -> Window:
         self.signals_ = list(frame["u"].columns)
+        self.input_columns_ = pd.MultiIndex.from_product([PARTS, self.signals_])
+        self.output_columns_ = pd.MultiIndex.from_product([("score", "keep"), self.signals_])
         self.alarms_ = np.ones(len(self.signals_), dtype=bool)
         t = seconds(frame.index)
         step = float(np.median(np.diff(t))) if t.size > 1 else min(self.horizons)
@@ -160,7 +171,7 @@ class SustainedShift(BaseDetector):
         self.alarming_ = (self.rows_ * step * self.min_windows <= span) & (span >= self.min_span)
         self.scale_ = np.ones((len(rows), len(self.signals_)))
         window = self._window()
-        stats = self._statistics(frame, window)
+        stats = self._statistics(frame.reindex(columns=self.input_columns_).to_numpy(), window)
         # Spread of each window statistic on normal data; the first windows are not full yet.
         settle = stats[: len(rows), int(self.rows_[-1]) :, :]
         has = np.isfinite(settle).any(axis=1)
@@ -181,25 +192,25 @@ class SustainedShift(BaseDetector):
     def _run_training(self, frame: pd.DataFrame, state: Window) -> tuple[pd.DataFrame, Window]:
         stats, window = self._training
         del self._training
-        scores = self._scores(frame, stats)
+        scores = self._scores(stats)
         # Rows far outside the normal range are incidents inside the training window: left out
         # (NaN) of what the calibration learns, or a past drift would make the next look normal.
         gross = (np.abs(np.nan_to_num(stats[: self.rows_.size])) > _INCIDENT).any(axis=0)
-        scores["score"] = scores["score"].mask(gross)
-        return scores, window
+        n = len(self.signals_)
+        scores[:, :n] = np.where(gross, np.nan, scores[:, :n])
+        return pd.DataFrame(scores, index=frame.index, columns=self.output_columns_), window
 
     def _window(self) -> Window:
         return Window(len(PARTS) * len(self.signals_), max(int(self.rows_[-1]), self.recent_rows_))
 
-    def _statistics(self, frame: pd.DataFrame, window: Window) -> np.ndarray:
+    def _statistics(self, values: np.ndarray, window: Window) -> np.ndarray:
         """Window statistics, (horizons + 1, rows, signals); NaN without any value.
 
         The horizons' are standardised by ``scale_``; the last, over the ``recent`` rows, is not.
         """
         n = len(self.signals_)
-        blocks = [frame[part].reindex(columns=self.signals_).to_numpy() for part in PARTS]
-        rows_new = frame.shape[0]
-        full = window.extend(np.hstack(blocks))
+        rows_new = values.shape[0]
+        full = window.extend(values)
         u, events, means = full[:, :n], full[:, n : 2 * n], full[:, 2 * n :]
         ratio = np.isfinite(events) & np.isfinite(means)
         present = np.isfinite(u)
@@ -230,14 +241,14 @@ class SustainedShift(BaseDetector):
             out[h] = stat / self.scale_[h] if h < self.rows_.size else stat
         return out
 
-    def _run(self, frame: pd.DataFrame, state: Window) -> tuple[pd.DataFrame, Window]:
-        return self._scores(frame, self._statistics(frame, state)), state
+    def _step(self, values: np.ndarray, state: Window) -> tuple[np.ndarray, Window]:
+        return self._scores(self._statistics(values, state)), state
 
-    def _scores(self, frame: pd.DataFrame, stats: np.ndarray) -> pd.DataFrame:
+    def _scores(self, stats: np.ndarray) -> np.ndarray:
+        """``score`` then ``keep`` columns, each with every signal (``output_columns_``)."""
         directed = [apply_directions(part, self.directions, self.signals_) for part in stats]
         keep = np.where(directed[-1] >= 1.0, directed[0], 0.0)
         scores = np.zeros_like(keep)
         for h in np.flatnonzero(self.alarming_):
             np.maximum(scores, directed[h], out=scores)
-        columns = pd.MultiIndex.from_product([("score", "keep"), self.signals_])
-        return pd.DataFrame(np.hstack([scores, keep]), index=frame.index, columns=columns)
+        return np.hstack([scores, keep])
