@@ -64,6 +64,7 @@ __all__ = [
     "VICTORIA_METRICS",
     "PrometheusServer",
     "Series",
+    "ServerProcess",
     "SyntheticExporter",
     "VictoriaMetricsServer",
     "backfill_prometheus",
@@ -100,7 +101,9 @@ def _wait_http(url: str, child: ManagedProcess, timeout: float = 60.0) -> None:
 
 
 @dataclass
-class _Process:
+class ServerProcess:
+    """A server binary run as the demo runs its processes, on a free loopback port."""
+
     workdir: Path
     port: int = field(default_factory=free_port)
     child: ManagedProcess | None = None
@@ -147,7 +150,7 @@ class _Process:
 
 
 @dataclass
-class PrometheusServer(_Process):
+class PrometheusServer(ServerProcess):
     """A real Prometheus; ``targets`` are ``host:port`` scraped every ``scrape_interval``."""
 
     targets: Sequence[str] = ()
@@ -203,7 +206,7 @@ class PrometheusServer(_Process):
 
 
 @dataclass
-class VictoriaMetricsServer(_Process):
+class VictoriaMetricsServer(ServerProcess):
     """A real single-node VictoriaMetrics, fed by :meth:`import_series` or scraping ``targets``."""
 
     targets: Sequence[str] = ()

@@ -16,12 +16,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from support.requires import need_binary
-from support.servers import PrometheusServer, free_port
+from support.servers import PrometheusServer, ServerProcess
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -64,51 +64,23 @@ def wait_for(fetch: Callable[[], T], ready: Callable[[T], object], timeout: floa
 
 
 @dataclass
-class AlertmanagerServer:
-    """A real Alertmanager on a free port with its own storage, clustering off."""
+class AlertmanagerServer(ServerProcess):
+    """A real Alertmanager on a free port with its own storage, clustering off; run as the
+    other test servers are (:class:`support.servers.PrometheusServer`)."""
 
-    config: Path
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    config: Path | None = None
 
     def start(self) -> AlertmanagerServer:
-        log = open(self.workdir / "alertmanager.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [
-                ALERTMANAGER,
-                f"--config.file={self.config}",
-                f"--storage.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.workdir / "alertmanager.log").read_text()[-2000:])
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2):
-                    return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"alertmanager not ready: {self.url}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        assert self.config is not None
+        argv = [
+            ALERTMANAGER,
+            f"--config.file={self.config}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+        ]
+        self._launch(argv, "/-/ready")
+        return self
 
 
 @dataclass
