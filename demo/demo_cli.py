@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from llmwatch.durations import duration_argument
+
 __all__ = ["register"]
 
 _FAULTS = ("latency", "slow_tokens", "errors", "corrupt_json", "memory", "stall")
@@ -17,15 +19,6 @@ _FAULTS = ("latency", "slow_tokens", "errors", "corrupt_json", "memory", "stall"
 _RATE = {"synthetic": 5.0, "vllm": 0.2}
 _MAX_TOKENS = {"synthetic": None, "vllm": 32}
 _CALIBRATION_S = {"synthetic": 60.0, "vllm": 120.0}
-
-
-def _duration(text: str) -> float:
-    from llmwatch.durations import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "process behind. State lives in --state-dir (var/demo; `make clean` removes var/).",
     )
     p.add_argument("--engine", choices=["vllm", "synthetic"], default="vllm")
-    p.add_argument("--duration", type=_duration, default=720.0, help="whole run (default 12m)")
-    p.add_argument("--warmup", type=_duration, default=60.0, help="clean scoring before the fault")
+    p.add_argument(
+        "--duration", type=duration_argument, default=720.0, help="whole run (default 12m)"
+    )
+    p.add_argument(
+        "--warmup", type=duration_argument, default=60.0, help="clean scoring before the fault"
+    )
     p.add_argument("--fault", choices=_FAULTS, default="latency", help="kind (default latency)")
     p.add_argument(
         "--fault-intensity",
@@ -49,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds (latency), share (errors, corrupt_json), MiB (memory); "
         "default: latency max(8 s, 2 x P95), errors and corrupt_json 0.5",
     )
-    p.add_argument("--fault-duration", type=_duration, default=180.0, help="default 3m")
+    p.add_argument("--fault-duration", type=duration_argument, default=180.0, help="default 3m")
     p.add_argument("--rate", type=float, help="requests/s now (default: synthetic 5, vllm 0.2)")
     p.add_argument("--max-tokens", type=int, help="cap on answer length (default: vllm 32)")
     p.add_argument(
@@ -58,9 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.25,
         help="factor on every alert `for` and Alertmanager wait (default 0.25; 1 = as deployed)",
     )
-    p.add_argument("--calibration", type=_duration, help="default: synthetic 60s, vllm 2m")
+    p.add_argument("--calibration", type=duration_argument, help="default: synthetic 60s, vllm 2m")
     p.add_argument("--history-days", type=float, default=4.0, help="seeded history (default 4)")
-    p.add_argument("--step", type=_duration, default=15.0, help="detector query step (15s)")
+    p.add_argument("--step", type=duration_argument, default=15.0, help="detector query step (15s)")
     p.add_argument("--scrape-interval", default="5s", help="Prometheus scrape interval (5s)")
     p.add_argument("--state-dir", type=Path, default=Path("var/demo"))
     p.add_argument("--seed", type=int, default=0, help="seed of the load and the history")

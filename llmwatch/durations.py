@@ -6,10 +6,11 @@ all go through :func:`parse_duration`, so ``"1h30m"`` means the same everywhere.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["duration_argument", "format_duration", "parse_duration"]
 
 _UNIT_S = {
     "ms": 0.001,
@@ -60,6 +61,18 @@ def parse_duration(text: str | float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(_not_a_duration(text, "must be finite and not negative"))
     return value
+
+
+def duration_argument(text: str) -> float:
+    """:func:`parse_duration` as an argparse ``type``: a bad value is a usage error.
+
+    >>> duration_argument("90s")
+    90.0
+    """
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def format_duration(seconds: float) -> str:

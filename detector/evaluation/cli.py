@@ -12,7 +12,7 @@ import pandas as pd
 from detector.core.base import DIRECTIONS
 from detector.evaluation.backtest import BacktestSettings, backtest
 from detector.evaluation.csvio import InputError, read_series_csv, write_scores_csv
-from llmwatch.durations import parse_duration
+from llmwatch.durations import duration_argument
 
 __all__ = ["register"]
 
@@ -31,13 +31,6 @@ def _denominator_pair(text: str) -> tuple[str, str]:
     if not sep or not signal or not rate:
         raise argparse.ArgumentTypeError(f"{text!r}: expected SIGNAL=RATE_SIGNAL")
     return signal, rate
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_backtest(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -69,8 +62,10 @@ def _add_backtest(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "row's step in seconds, so it is scored as counts; repeatable (without one, a ratio's "
         "denominator is looked for among the file's signals)",
     )
-    p.add_argument("--refit-every", type=_duration, default=BacktestSettings.refit_every)
-    p.add_argument("--training-window", type=_duration, default=BacktestSettings.training_window)
+    p.add_argument("--refit-every", type=duration_argument, default=BacktestSettings.refit_every)
+    p.add_argument(
+        "--training-window", type=duration_argument, default=BacktestSettings.training_window
+    )
     p.add_argument(
         "--jobs",
         type=int,
