@@ -52,6 +52,15 @@ SIGNAL_DISPLAY: dict[str, SignalDisplay] = {
     "json_error_ratio": SignalDisplay("Invalid JSON ratio", "percentunit"),
     "gpu_memory_used_mb": SignalDisplay("GPU memory used", "decmbytes", "actual GPU {{device}}"),
     "output_tokens_per_request": SignalDisplay("Output tokens per request", "none"),
+    "kv_cache_usage_ratio": SignalDisplay("vLLM KV-cache usage (fullest engine)", "percentunit"),
+    "requests_waiting": SignalDisplay("vLLM requests waiting", "none"),
+    "requests_running": SignalDisplay("vLLM requests running", "none"),
+    "queue_time_p95_seconds": SignalDisplay("vLLM queue time P95", "s"),
+    "preemptions_per_second": SignalDisplay("vLLM preemptions per second", "ops"),
+    "inter_token_latency_p95_seconds": SignalDisplay("vLLM inter-token latency P95", "s"),
+    "prefill_time_p95_seconds": SignalDisplay("vLLM prefill time P95", "s"),
+    "decode_time_p95_seconds": SignalDisplay("vLLM decode time P95", "s"),
+    "prompt_tokens_per_request": SignalDisplay("Prompt tokens per request (vLLM)", "none"),
 }
 
 

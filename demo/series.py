@@ -1,9 +1,10 @@
 """The series the stack relies on, and the signals the recording rules define.
 
 Queries in the rules and the dashboard may use only these names: the serving metrics contract
-(DESIGN.md section 3, default prefix ``qwen``), the detector's exported metrics (section 5), the
-recording rules of ``configs/rules/recording.yml`` and what Prometheus itself writes. The
-end-to-end test can check the same list against a live stack.
+(DESIGN.md section 3, default prefix ``qwen``), vLLM's engine metrics that the rules read (exported
+by vLLM itself, and by the synthetic engine under the same names), the detector's exported
+metrics (section 5), the recording rules of ``configs/rules/recording.yml`` and what Prometheus
+itself writes. The end-to-end test can check the same list against a live stack.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from demo.yamlio import load_yaml
+from serving.engines.engine_metrics import VLLM_SERIES
 
 __all__ = [
     "DETECTOR_SERIES",
     "PROMETHEUS_SERIES",
     "SIGNAL_PREFIX",
     "SIGNAL_VALUE",
+    "VLLM_SERIES",
     "known_series",
     "recorded_signals",
     "recording_rule_names",
@@ -97,6 +100,7 @@ def recorded_signals(path: Path) -> list[str]:
 
 
 def known_series(recording_rules: Path, prefix: str = "qwen") -> frozenset[str]:
-    """Every series name the stack produces: serving, detector, recording rules, Prometheus."""
+    """Every series name the stack produces: serving, vLLM, detector, recording rules and
+    Prometheus."""
     recorded = frozenset(recording_rule_names(recording_rules))
-    return serving_series(prefix) | DETECTOR_SERIES | PROMETHEUS_SERIES | recorded
+    return serving_series(prefix) | VLLM_SERIES | DETECTOR_SERIES | PROMETHEUS_SERIES | recorded

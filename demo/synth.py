@@ -5,12 +5,16 @@ ends where the live data begins and, at the current time of day, has the live le
 
 - the **request rate** follows the load generator's daily curve
   (:func:`serving.workload.daily_rate_factor`, on the wall-clock UTC hour), scaled so that it
-  meets the measured rate now; latencies follow the load a little (busier hours are slower);
-  ratios, token counts and memory keep their level;
+  meets the measured rate now, and so do vLLM's running requests and KV-cache use (Little's law:
+  at a steady service time the batch grows with the arrivals); latencies follow the load a
+  little (busier hours are slower); ratios, token counts, memory, the queue and the preemption
+  rate keep their level;
 - the **noise** is Gaussian with the measured spread, averaged over a window as long as the
-  recording rules' (one minute), so that neighbouring points are as correlated as live ones; it
-  is never below a floor per kind of signal (wider where a window holds few requests), and half
-  as large again, since a one-minute calibration can only underestimate a spread;
+  recording rules' (one minute), so that neighbouring points are as correlated as live ones
+  (vLLM's gauges of the running batch, the queue and the KV cache are read at an instant, so
+  their noise is not averaged); it is never below a floor per kind of signal (wider where a
+  window holds few requests), and half as large again, since a one-minute calibration can only
+  underestimate a spread;
 - every series is written twice, as ``llmwatch:<signal>`` and as
   ``llmwatch:signal_value{signal="<signal>"}``, with the labels the live rule produces.
 """
@@ -31,10 +35,21 @@ __all__ = ["LOAD_COUPLING", "history_series", "noise_floor", "utc_hour"]
 # How much a signal follows the traffic curve: 1 proportional, 0 flat.
 LOAD_COUPLING: dict[str, float] = {
     "requests_per_second": 1.0,
+    "requests_running": 1.0,
+    "kv_cache_usage_ratio": 1.0,
     "latency_p95_seconds": 0.15,
     "latency_p99_seconds": 0.15,
     "ttft_p95_seconds": 0.15,
+    "queue_time_p95_seconds": 0.15,
+    "inter_token_latency_p95_seconds": 0.15,
+    "prefill_time_p95_seconds": 0.15,
+    "decode_time_p95_seconds": 0.15,
 }
+# Gauges of vLLM's scheduler, read at the scrape: a request stays in them for seconds, far less
+# than a step, so neighbouring points share nothing.
+_INSTANT: frozenset[str] = frozenset(
+    {"requests_running", "requests_waiting", "kv_cache_usage_ratio"}
+)
 _RULE_WINDOW_S = 60.0
 # A minute of calibration sees the noise of a minute: the bursts of a busy host, a slow client
 # or a garbage collection over hours are missing from it. Noisier history keeps the detector
@@ -57,14 +72,19 @@ def noise_floor(signal: str, level: float, requests: float | None = None) -> flo
     (0.002, 0.16)
     >>> round(noise_floor("latency_p95_seconds", 2.0, requests=10), 3)
     0.632
+    >>> noise_floor("requests_running", 9.0), noise_floor("requests_waiting", 0.0)
+    (3.0, 0.0)
     """
     few = 1.0 / np.sqrt(requests) if requests else 0.0
-    if signal.endswith("_ratio"):
+    if signal in ("requests_running", "requests_waiting"):
+        # How many requests a queue holds at an instant: Poisson.
+        return float(np.sqrt(max(level, 0.0)))
+    if signal.endswith("_ratio") and signal not in _INSTANT:
         # Binomial: a share of the window's requests (at least one of them).
         share = min(max(level, few**2), 1.0)
         return float(max(0.002, np.sqrt(share * (1.0 - share)) * few))
-    if signal == "requests_per_second":
-        # A Poisson count over the rule's window.
+    if signal.endswith("_per_second"):
+        # A Poisson count over the rule's window (requests, preemptions).
         return float(np.sqrt(max(level, 0.0) / _RULE_WINDOW_S))
     if signal.endswith("_seconds"):
         # Latency quantiles are read from histogram buckets, and a busy host slows every
@@ -86,9 +106,11 @@ def _shape(
     return 1.0 + coupling * (factor - current)
 
 
-def _correlated_noise(rng: np.random.Generator, size: int, step: float) -> np.ndarray:
+def _correlated_noise(
+    rng: np.random.Generator, size: int, step: float, window: float = _RULE_WINDOW_S
+) -> np.ndarray:
     # A moving average over the rule's window, rescaled to unit variance.
-    width = max(1, round(_RULE_WINDOW_S / step))
+    width = max(1, round(window / step))
     white = rng.normal(size=size + width - 1)
     return np.convolve(white, np.ones(width) / np.sqrt(width), mode="valid")
 
@@ -134,7 +156,8 @@ def history_series(
         shape = _shape(item.signal, t, end, rate_factor)
         # A count's spread grows with the square root of its level (Poisson); others keep theirs.
         spread = sigma * (np.sqrt(shape) if LOAD_COUPLING.get(item.signal) == 1.0 else 1.0)
-        values = item.level * shape + spread * _correlated_noise(rng, t.size, step)
+        window = 0.0 if item.signal in _INSTANT else _RULE_WINDOW_S
+        values = item.level * shape + spread * _correlated_noise(rng, t.size, step, window)
         upper = 1.0 if item.signal.endswith("_ratio") else np.inf
         values = np.clip(values, 0.0, upper)
         out.append(Series(item.metric, dict(item.labels), t, values))

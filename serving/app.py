@@ -8,7 +8,9 @@ starts the fault schedule and the GPU poller, and on shutdown stops them and clo
 
 Engines that register metrics in prometheus_client's global registry (vLLM's ``vllm:*``) are
 exported on the same ``/metrics`` by passing ``extra_registries=[prometheus_client.REGISTRY]``;
-families already produced by the app's registry (``process_*``, ``python_*``) are not repeated.
+an engine with a ``metrics_registry`` of its own (the synthetic engine's ``vllm:*``) is exported
+without asking. Families already produced by the app's registry (``process_*``, ``python_*``)
+are not repeated.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def create_app(
     registry
         Registry of the serving metrics (a fresh one when None).
     extra_registries
-        Further registries exported on ``/metrics`` (e.g. the global one for vLLM).
+        Further registries exported on ``/metrics`` (e.g. the global one for vLLM); the
+        engine's ``metrics_registry``, where it has one, is exported before them.
     on_engine_failure
         Called when ``engine.start()`` fails (the CLI stops the server); ``/health`` then
         reports the failure.
@@ -117,11 +120,14 @@ def _build_state(
         timeout_s=settings.request_timeout_s,
         default_max_tokens=settings.default_max_tokens,
     )
+    # Optional on the engine protocol: only an engine that keeps its metrics apart has one.
+    own = getattr(engine, "metrics_registry", None)
+    engine_registries = [own] if isinstance(own, CollectorRegistry) else []
     state = ServingState(
         settings=settings,
         service=service,
         faults=faults,
-        exposition=MergedRegistry(registry, extra_registries),
+        exposition=MergedRegistry(registry, [*engine_registries, *extra_registries]),
         registry=registry,
         model_name=settings.served_model_name or engine.model_name,
         created=int(time.time()),

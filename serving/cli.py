@@ -39,6 +39,7 @@ _FIELDS = {
     "speed": "synthetic_speed",
     "seed": "synthetic_seed",
     "loop_share": "synthetic_loop_share",
+    "kv_cache_tokens": "synthetic_kv_cache_tokens",
     "log_level": "log_level",
 }
 
@@ -78,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, help="synthetic: time runs this many times faster")
     p.add_argument("--seed", type=int, help="synthetic: seed of the generated text")
     p.add_argument("--loop-share", type=float, help="synthetic: share of answers that loop")
+    p.add_argument(
+        "--kv-cache-tokens", type=int, help="synthetic: tokens the KV cache holds (default 32768)"
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_run_serve)
 
@@ -102,6 +106,7 @@ def build_engine(settings: Any) -> Any:
             speed=settings.synthetic_speed,
             seed=settings.synthetic_seed,
             loop_share=settings.synthetic_loop_share,
+            kv_cache_tokens=settings.synthetic_kv_cache_tokens,
         )
     from serving.engines.vllm import VllmEngine  # heavy: only when serving with vLLM
 

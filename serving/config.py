@@ -77,6 +77,8 @@ class ServingSettings(BaseSettings):
     synthetic_speed: float = Field(1.0, gt=0)  # time runs this many times faster; inf: no waits
     synthetic_seed: int = 0
     synthetic_loop_share: float = Field(0.0, ge=0, le=1)  # answers that degenerate into loops
+    # Tokens its KV cache holds (at least max_model_len); None: 32,768 or max_model_len if larger
+    synthetic_kv_cache_tokens: int | None = Field(None, ge=16)
 
     # Metrics
     metric_prefix: str = "qwen"

@@ -31,6 +31,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         "NAB backtest",
         "NAB backtest",
         "score 1 new row",
+        "score 1 new row",  # with the multivariate stage on
         "fit SeasonalBaseline",
     ]
     for figure in figures:

@@ -19,9 +19,9 @@ from collections.abc import Hashable, Iterator, Mapping
 import numpy as np
 from scipy.special import log_ndtr
 
-from detector.core.base import NotFittedError, check_choice, check_range
+from detector.core.base import BaseDetector, NotFittedError, check_choice, check_range
 
-__all__ = ["CalibratorBank", "TailCalibrator"]
+__all__ = ["CalibratorBank", "TailCalibrator", "calibrate_families"]
 
 # For a normal distribution: the 98th percentile in deviations above the median, and the scale of
 # the exponential fitted (median excess / ln 2) to what lies beyond it, in deviations.
@@ -254,3 +254,28 @@ def _survival(
         ratio = np.exp(log_ndtr(-np.maximum(x, threshold)) - log_ndtr(-threshold))
         tail = np.where(normal, p_threshold * ratio, tail)
     return np.where(x > threshold, np.minimum(tail, body), body)
+
+
+def calibrate_families(
+    members: Mapping[str, BaseDetector],
+    raw: Mapping[str, np.ndarray],
+    counted: set[str],
+    horizon_points: float,
+    skip: int,
+) -> CalibratorBank:
+    """One calibrator per (signal or joint column, family), fitted on the raw training scores
+    after the first ``skip`` rows, in the order of the scores' columns.
+
+    A column of a ``counted`` signal (a ratio scored as counts) gets a normal tail, as its
+    scores are normal scores; every other column's tail starts where its family says.
+    """
+    calibrators = {}
+    for family, scores in raw.items():
+        member = members[family]
+        for j, column in enumerate(member.alarm_columns_):
+            if column in counted and not member.joint:
+                cal = TailCalibrator(tail="normal")
+            else:
+                cal = TailCalibrator(tail_quantile=member.tail_quantile)
+            calibrators[(column, family)] = cal.fit(scores[skip:, j], horizon_points=horizon_points)
+    return CalibratorBank(calibrators)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -26,7 +27,8 @@ from detector.core.base import (
     check_frame,
     check_range,
 )
-from detector.core.calibration import CalibratorBank, TailCalibrator
+from detector.core.calibration import calibrate_families
+from detector.core.decide import decide, run_families, signal_maxima
 from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES
 from detector.core.families.counts import denominator_trials
 from detector.core.families.decomposition import Decomposition
@@ -51,14 +53,6 @@ _FAMILY_TYPES: dict[str, type[BaseDetector]] = {
 }
 
 
-def _calibrator(family: BaseDetector, counted: bool) -> TailCalibrator:
-    """The calibrator of a column: counts' scores are normal scores, tail included; otherwise
-    the tail starts where the family says."""
-    if counted and not family.joint:
-        return TailCalibrator(tail="normal")
-    return TailCalibrator(tail_quantile=family.tail_quantile)
-
-
 class Ensemble(ParamsMixin):
     """Fit, score and stream every signal of a frame with the configured detector families.
 
@@ -69,12 +63,13 @@ class Ensemble(ParamsMixin):
     families : tuple of str
         Which of ``FAMILIES`` to run (default ``DEFAULT_FAMILIES``); ``"seasonal"`` is always
         needed as the others use its residuals.
-    transform, seasonality, bins_per_day, level_halflife, accept_points, band, ratios :
-        Passed to :class:`~detector.core.families.seasonal.SeasonalBaseline`.
+    transform, seasonality, bins_per_day, level_halflife, accept_points, band, ratios, \
+explained_by, load_mode
+        Passed to :class:`~detector.core.families.seasonal.SeasonalBaseline`; latency-like
+        signals are expected at the load of the row by default (:mod:`detector.core.load`).
     accept_after : float
-        Seconds a new level must hold before the expectation and band accept it as normal (the
-        slow tracker's acceptance horizon); until then the sustained family keeps the signal
-        anomalous.
+        Seconds a new level must hold before the expectation and band accept it as normal;
+        until then the sustained family keeps the signal anomalous.
     denominators : dict, optional
         Ratio signal -> request-rate signal of the same frame: the ratio is scored as counts,
         with the rate (per second) times the step as the requests behind each row.
@@ -84,17 +79,15 @@ class Ensemble(ParamsMixin):
         Window lengths, in seconds, of the sustained family.
     persist : float
         An open event stays open while the signal's shortest sustained window deviates at least
-        this many standardised units in its alert direction (the signal is still away from its
-        band), even once no family scores above ``leave``.
+        this many standardised units in its alert direction, even once no family scores above
+        ``leave``.
     max_profile_ratio : float
         The sustained family raises no alarm of its own (it still keeps events open) for a
-        signal whose seasonal profile swings more than this many residual scales: there the
-        expectation hours ahead is only as good as the profile, and a day unlike the training
-        days (the first weekend) would read as hours of deviation.
+        signal whose profile swings more than this many residual scales: a day unlike the
+        training days (the first weekend) would read as hours of deviation.
     horizon : float
         Seconds of normal data the calibration refers to (see :mod:`detector.core.calibration`).
-    enter, leave, min_points :
-        Hysteresis of the ``anomalous`` decision.
+    enter, leave, min_points : hysteresis of the ``anomalous`` decision.
     refractory : int
         Rows after a signal's onset (a score at or above ``enter``) during which its repeats are
         held just below ``enter`` (:mod:`detector.core.refractory`); 0 turns it off.
@@ -126,6 +119,8 @@ class Ensemble(ParamsMixin):
         accept_points: int = 3,
         band: float = 3.0,
         ratios: str = "auto",
+        explained_by: Mapping[str, Sequence[str]] | str | None = "auto",
+        load_mode: str = "auto",
         accept_after: float = 2 * 3600.0,
         denominators: dict[str, str] | None = None,
         window: int = 8,
@@ -148,6 +143,8 @@ class Ensemble(ParamsMixin):
         self.accept_points = accept_points
         self.band = band
         self.ratios = ratios
+        self.explained_by = explained_by
+        self.load_mode = load_mode
         self.accept_after = accept_after
         self.denominators = denominators
         self.window = window
@@ -175,12 +172,18 @@ class Ensemble(ParamsMixin):
         check_range("refractory", self.refractory, 0, 1_000_000)
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> Self:
         """Fit every family on ``frame`` and calibrate their scores on it.
 
         ``trials`` optionally gives the requests behind the rows of ratio signals (see
         :meth:`~detector.core.families.seasonal.SeasonalBaseline.fit`); ``denominators`` are another
-        way to say the same from the frame's own rate signals.
+        way to say the same from the frame's own rate signals. ``covariates`` are load signals
+        ``explained_by`` names that are not columns of the frame.
         """
         self._validate_params()
         frame = check_frame(frame)
@@ -203,7 +206,9 @@ class Ensemble(ParamsMixin):
             band=self.band,
             ratios=self.ratios,
             slow_accept_after=self.accept_after,
-        ).fit(frame, self._trials(frame, trials))
+            explained_by=self.explained_by,
+            load_mode=self.load_mode,
+        ).fit(frame, self._trials(frame, trials), covariates)
         dec = self.baseline_.train_decomposition_
         # Every family the same way, in the order of FAMILIES (the calibrators' column order).
         self.members_: dict[str, BaseDetector] = {
@@ -231,16 +236,7 @@ class Ensemble(ParamsMixin):
         # Ratios are scored as counts against a Poisson model: their scores are normal scores,
         # and so is the tail beyond what training showed.
         counted = {self.signals_[j] for j in self.baseline_.counts_.columns}
-        calibrators = {}
-        for family, scores in raw.items():
-            member = self.members_[family]
-            for j, column in enumerate(member.alarm_columns_):
-                cal = _calibrator(member, column in counted).fit(
-                    scores[skip:, j], horizon_points=horizon_points
-                )
-                calibrators[(column, family)] = cal
-        # One calibrator per (signal or "joint", family), in the order of the scores' columns.
-        self.calibrators_ = CalibratorBank(calibrators)
+        self.calibrators_ = calibrate_families(self.members_, raw, counted, horizon_points, skip)
         self.family_columns_ = pd.MultiIndex.from_tuples(self.calibrators_.labels)
 
     def _decisions(self) -> None:
@@ -276,12 +272,16 @@ class Ensemble(ParamsMixin):
         family = _FAMILY_TYPES[name](directions=self.directions, **params)
         return family.fit(family.training_inputs(decomposition))
 
+    def explained_signals(self) -> dict[str, tuple[str, ...]]:
+        """Signals expected at the load of the row, with the load signals that explain them."""
+        load = getattr(self.baseline_, "load_", None)  # models saved before load-aware ones
+        return {} if load is None else load.explained(self.signals_)
+
     def compact(self) -> Self:
         """Drop what only fitting needed; scores and decisions stay the same.
 
         The training residuals and raw training scores go, and each calibrator keeps only the
-        scores that can still matter (:meth:`~detector.core.calibration.TailCalibrator.compact`):
-        a model then costs kilobytes per signal instead of the size of its training data.
+        scores that can still matter: kilobytes per signal, not the size of its training data.
         """
         if not hasattr(self, "baseline_"):
             raise NotFittedError("Ensemble is not fitted yet; call fit() first")
@@ -297,88 +297,67 @@ class Ensemble(ParamsMixin):
         self.hysteresis_.carry(previous.hysteresis_)
         self.refractory_.carry(previous.refractory_)
 
-    def _decide(
-        self, matrix: np.ndarray, per_signal: np.ndarray, keep: np.ndarray | None, *, advance: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The decisions per signal and overall, and which rows' scores are held (repeats)."""
-        n = len(self.signals_)
-        # Decisions come from the scores as calibrated: the hysteresis already keeps one alarm
-        # per episode, and ``min_points`` needs consecutive rows that holding would cap.
-        # The overall column's own hysteresis sees only the cross-signal (joint) columns; the
-        # overall alarm is on while it or any signal's alarm is.
-        joint = np.flatnonzero(self.column_units_ >= n)
-        overall_in = matrix[:, joint].max(axis=1) if joint.size else np.zeros(matrix.shape[0])
-        decisions = np.column_stack([per_signal, overall_in])
-        if keep is not None:
-            # A lasting deviation holds a signal's score at ``leave`` for the hysteresis: its
-            # open event stays open, a closed one does not open (``leave`` is below ``enter``).
-            hold = min(self.leave, float(np.nextafter(self.enter, -np.inf)))
-            decisions[:, :n] = np.where(keep, np.maximum(per_signal, hold), per_signal)
-        was_on = self.hysteresis_.on[:n].astype(bool)
-        decided = self.hysteresis_.decide(decisions, advance=advance)
-        decided[:, n] = np.maximum(decided[:, n], decided[:, :n].max(axis=1, initial=0))
-        # A signal's onset is found on its score across families; a held row holds every
-        # family's score of that signal, so no detector column reports the repeat either. Rows
-        # that continue an open event are repeats too: the event is the news, once.
-        held = self.refractory_.hold(self._unit_scores(matrix, per_signal), advance=advance)
-        on = decided[:, :n].astype(bool)
-        held[:, :n] |= on & np.vstack([was_on[None, :], on[:-1]])
-        return decided, held
-
     def _frame(self, values: np.ndarray, index: pd.Index) -> pd.DataFrame:
         return pd.DataFrame(values, index=index, columns=self.signals_)
 
-    def _unit_scores(self, matrix: np.ndarray, per_signal: np.ndarray) -> np.ndarray:
-        """Scores of the refractory units: each signal's, then each joint column's maximum."""
-        n = len(self.signals_)
-        extra = len(self.refractory_) - n
-        if extra == 0:
-            return per_signal
-        joint = np.full((matrix.shape[0], extra), -np.inf)
-        for column, unit in enumerate(self.column_units_):
-            if unit >= n:
-                np.maximum(joint[:, unit - n], matrix[:, column], out=joint[:, unit - n])
-        return np.hstack([per_signal, joint])
-
     # -- scoring ------------------------------------------------------------------------------
-    def score(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
+    def score(
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> EnsembleScores:
         """Score rows that follow the training data, without changing the model."""
-        return self._score(frame, trials, advance=False)
+        return self._score(frame, trials, covariates, advance=False)
 
-    def update(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> EnsembleScores:
+    def update(
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> EnsembleScores:
         """Score new rows and keep the streaming state (levels, windows, decisions)."""
-        return self._score(frame, trials, advance=True)
+        return self._score(frame, trials, covariates, advance=True)
 
     def _score(
-        self, frame: pd.DataFrame, trials: pd.DataFrame | None, *, advance: bool
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None,
+        covariates: pd.DataFrame | None,
+        *,
+        advance: bool,
     ) -> EnsembleScores:
         if not hasattr(self, "baseline_"):
             raise NotFittedError("Ensemble is not fitted yet; call fit() first")
-        frame = check_frame(frame).reindex(columns=self.signals_)
+        # The load columns a backtest frame holds besides the signals stay readable as covariates.
+        frame = check_frame(frame)
+        if covariates is None and not frame.columns.equals(pd.Index(self.signals_)):
+            covariates = frame
+        frame = frame.reindex(columns=self.signals_)
         trials = self._trials(frame, trials)
         # A joint family's explanations start from its state before the batch.
         explained = next(((k, m) for k, m in self.members_.items() if m.joint), None)
         before = copy.deepcopy(explained[1].state_) if explained is not None else None
-        parts = self.baseline_.decomposition(frame, trials=trials, advance=advance)
-        raw: dict[str, np.ndarray] = {}
-        keep = None
-        for name, member in self.members_.items():
-            out = member.run(member.inputs(parts), advance=advance)
-            held = member.holds(out)
-            if held is not None:
-                keep = held >= self.persist if keep is None else keep | (held >= self.persist)
-            raw[name] = member.alarm_scores(out)
+        parts = self.baseline_.decomposition(
+            frame, trials=trials, covariates=covariates, advance=advance
+        )
+        raw, keep = run_families(self.members_, parts, self.persist, advance=advance)
         # Plain arrays from here on: per-column pandas operations dominate when many signals are
         # scored at once. Columns follow the calibrators: each family's, in family order.
         matrix = self.calibrators_.transform(np.hstack(list(raw.values())))
         n = len(self.signals_)
-        per_signal = matrix[:, :n].copy()
-        start = 0
-        for family, scores in raw.items():
-            if not self.members_[family].joint:
-                np.maximum(per_signal, matrix[:, start : start + n], out=per_signal)
-            start += scores.shape[1]
-        decided, held = self._decide(matrix, per_signal, keep, advance=advance)
+        per_signal = signal_maxima(matrix, raw, self.members_, n)
+        decided, held = decide(
+            matrix,
+            per_signal,
+            keep,
+            hysteresis=self.hysteresis_,
+            refractory=self.refractory_,
+            column_units=self.column_units_,
+            enter=self.enter,
+            leave=self.leave,
+            advance=advance,
+        )
         cap = self.refractory_.cap
         matrix = np.where(held[:, self.column_units_], np.minimum(matrix, cap), matrix)
         per_signal = np.where(held[:, :n], np.minimum(per_signal, cap), per_signal)
@@ -394,6 +373,8 @@ class Ensemble(ParamsMixin):
             expected=self._frame(parts.expected, frame.index),
             lower=self._frame(parts.lower, frame.index),
             upper=self._frame(parts.upper, frame.index),
+            load_factor=None if parts.factors is None else self._frame(parts.factors, frame.index),
+            explained_by=self.explained_signals(),
             attribution=None
             if explained is None
             else BatchAttribution(*explained, before, self._frame(parts.z, frame.index)),

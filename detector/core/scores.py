@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,11 @@ class EnsembleScores:
     expected: pd.DataFrame
     lower: pd.DataFrame
     upper: pd.DataFrame
+    # Per row and signal, the factor the load of the row put on the expectation (1: typical
+    # load); None when no signal is load-aware (:mod:`detector.core.load`).
+    load_factor: pd.DataFrame | None = None
+    # Load-aware signals -> the load signals their expectation follows.
+    explained_by: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Explanations of the joint family's scores, when one runs (the isolation forest's,
     # :meth:`~detector.core.families.iforest.IsolationForestDetector.contributions`).
     attribution: BatchAttribution | None = None

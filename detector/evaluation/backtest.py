@@ -47,16 +47,22 @@ def backtest(
     settings: BacktestSettings | None = None,
     *,
     progress: bool | None = False,
+    signal_decisions: bool = False,
 ) -> pd.DataFrame:
     """Score ``frame`` causally; returns ``anomaly_score``, ``anomalous`` and ``<signal>_score``.
 
     Rows before the first model (warm-up) score 0. ``progress=None`` shows a bar on a terminal.
+    ``signal_decisions`` adds each signal's 0/1 decision as ``<signal>_anomalous`` (the
+    evaluation's record of which signal paged).
     """
     settings = settings or BacktestSettings()
     frame = check_frame(frame)
     n = frame.shape[0]
     t = seconds(frame.index)
     columns = ["anomaly_score", "anomalous", *(f"{s}_score" for s in frame.columns)]
+    if signal_decisions:
+        columns += [f"{s}_anomalous" for s in frame.columns]
+    width = frame.shape[1]
     out = np.zeros((n, len(columns)))
     points = refit_points(t, settings)
     bounds = [*points, n]
@@ -72,7 +78,9 @@ def backtest(
         res = model.update(frame.iloc[start:stop])
         out[start:stop, 0] = res.anomaly_score.to_numpy()
         out[start:stop, 1] = res.anomalous.to_numpy()
-        out[start:stop, 2:] = res.signal_scores.to_numpy()
+        out[start:stop, 2 : 2 + width] = res.signal_scores.to_numpy()
+        if signal_decisions:
+            out[start:stop, 2 + width :] = res.signal_anomalous.to_numpy()
     result = pd.DataFrame(out, index=frame.index, columns=columns)
     result["anomalous"] = result["anomalous"].astype(np.int8)
     return result

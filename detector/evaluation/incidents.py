@@ -33,6 +33,7 @@ __all__ = [
     "Grid",
     "Incident",
     "inject_incidents",
+    "keep_mask",
     "latency_log_sd",
 ]
 
@@ -66,6 +67,8 @@ class Drivers:
     error_p: np.ndarray
     json_error_p: np.ndarray
     memory_mb: np.ndarray  # added to the GPU memory plateau
+    tokens_seen: np.ndarray  # multiplier on the tokens counted only (the server does no more work)
+    kv_extra: np.ndarray  # KV-cache share held by no running request (blocks not freed)
     night_rps: float  # the weekday levels of the traffic curve
     day_rps: float
     memory_sd_mb: float  # per-row noise of GPU memory
@@ -150,6 +153,20 @@ _STEP_INCIDENTS: dict[
         "set",
         "JSON error ratio {:.1%}",
     ),
+    "tokens_up_latency_flat": (
+        "tokens_seen",
+        (20, 90),
+        {"small": (1.3, 1.6), "large": (1.8, 2.5)},
+        "mul",
+        "tokens per request x{:.2f}, latency unchanged",
+    ),
+    "kv_cache_leak": (
+        "kv_extra",
+        (30, 120),
+        {"small": (0.03, 0.06), "large": (0.08, 0.15)},
+        "add",
+        "KV cache +{:.1%} held, running requests unchanged",
+    ),
     "generation_loops": (
         "tokens",
         (20, 90),
@@ -171,6 +188,22 @@ def _step_incidents(
         part = values[i0 : i1 + 1]
         values[i0 : i1 + 1] = {"mul": size * part, "add": part + size, "set": size + 0 * part}[how]
     return [Incident(i0, i1, label.format(s), i0) for (i0, i1), s in zip(spans, sizes, strict=True)]
+
+
+def _latency_up_load_down(
+    g: Grid, d: Drivers, rng: np.random.Generator, strength: str
+) -> list[Incident]:
+    """Fewer requests yet slower ones: a decoupling the load cannot explain."""
+    spans = _place(g, rng, rng.uniform(20 * MINUTE_S, 60 * MINUTE_S, _INCIDENTS))
+    rate_lo, rate_hi = {"small": (0.7, 0.85), "large": (0.5, 0.7)}[strength]
+    slow_lo, slow_hi = {"small": (1.15, 1.3), "large": (1.3, 1.5)}[strength]
+    out = []
+    for i0, i1 in spans:
+        rate, slow = rng.uniform(rate_lo, rate_hi), rng.uniform(slow_lo, slow_hi)
+        d.rate[i0 : i1 + 1] *= rate
+        d.latency[i0 : i1 + 1] *= slow
+        out.append(Incident(i0, i1, f"requests per second x{rate:.2f}, latency x{slow:.2f}", i0))
+    return out
 
 
 def _first_visible(excess: np.ndarray, sd: np.ndarray | float, i0: int) -> int:
@@ -249,6 +282,7 @@ _INJECT: dict[str, Callable[[Grid, Drivers, np.random.Generator, str], list[Inci
     "memory_leak": _memory_leak,
     "slow_drift": _slow_drift,
     "contextual": _contextual,
+    "latency_up_load_down": _latency_up_load_down,
     "quiet_week": lambda g, d, rng, strength: [],
 }
 
@@ -280,3 +314,28 @@ def inject_incidents(
         raise ValueError(f"strength={strength!r} is not allowed; choose one of {list(STRENGTHS)}")
     inject = _INJECT.get(name) or partial(_step_incidents, name)
     return inject(g, d, rng, strength)
+
+
+def keep_mask(
+    g: Grid, d: Drivers, rng: np.random.Generator, incidents: list[Incident]
+) -> np.ndarray:
+    """Rows that were scraped: a few missing stretches, occasional single misses, restarts."""
+    n = g.t.size
+    keep = rng.random(n) >= 0.001
+    k = max(1, round(int(rng.integers(3, 7)) * n * g.step_s / (10 * DAY_S)))
+    starts = rng.integers(0, n, 4 * k)
+    lengths = np.ceil(rng.uniform(MINUTE_S, 15 * MINUTE_S, 4 * k) / g.step_s).astype(int)
+    # A stretch over an incident would hide what is labelled, so stretches keep clear of them.
+    margin = int(30 * MINUTE_S / g.step_s)
+    clear = np.ones(starts.size, dtype=bool)
+    for inc in incidents:
+        clear &= (starts + lengths < inc.first - margin) | (starts > inc.last + margin)
+    starts, lengths = starts[clear][:k], lengths[clear][:k]
+    restarts = np.asarray(d.restarts, dtype=int)
+    starts = np.concatenate((starts, restarts))
+    lengths = np.concatenate((lengths, rng.integers(2, 7, restarts.size)))
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = np.repeat(starts, lengths) + offsets
+    keep[rows[rows < n]] = False
+    keep[[0, -1]] = True  # the series spans its full period
+    return keep

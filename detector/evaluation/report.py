@@ -57,19 +57,25 @@ def sensitivity_text(report: CorpusReport) -> str:
     """The sensitivity table: detection rate and delays per kind of incident and strength."""
     table = report.sensitivity
     steps = [c for c in table.columns if c.startswith("rate_")]
-    head = f"{'incident kind':<20} {'size':<6} {'n':>3} {'found':>6} {'delay':>7} {'visible':>8}"
+    head = f"{'incident kind':<22} {'size':<6} {'n':>3} {'found':>6} {'delay':>7} {'visible':>8}"
     head += f" {'share':>6}" + "".join(f" {c.removeprefix('rate_'):>6}" for c in steps)
-    lines = ["sensitivity (delay: median from the start; visible: from leaving the band)", head]
+    head += f" {'lat.pg':>6}  paged by (incidents)"
+    lines = [
+        "sensitivity (delay: median from the start; visible: from leaving the band; lat.pg: "
+        "incidents during which a latency signal paged)",
+        head,
+    ]
 
     def minutes(x: float) -> str:
         return "-" if math.isnan(x) else f"{x:.1f}m"
 
     for (kind, strength), r in table.iterrows():
         text = (
-            f"{kind:<20} {strength:<6} {int(r.incidents):>3} {r.rate:>6.0%} "
+            f"{kind:<22} {strength:<6} {int(r.incidents):>3} {r.rate:>6.0%} "
             f"{minutes(r.delay_min):>7} {minutes(r.visible_delay_min):>8} {r.share:>6.0%}"
         )
-        lines.append(text + "".join(f" {r[c]:>6.0%}" for c in steps))
+        text += "".join(f" {r[c]:>6.0%}" for c in steps)
+        lines.append(f"{text} {int(r.latency_paged):>6}  {r.paged_by}")
     shares = [o.share for o in report.outcomes]
     lines.append(f"median share of an incident's rows flagged: {float(np.median(shares)):.2f}")
     return "\n".join(lines)
@@ -91,10 +97,16 @@ def _metrics_json(m: EventMetrics) -> dict[str, float | int | None]:
     }
 
 
+def _json_value(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    return None if pd.isna(value) else round(float(value), 4)
+
+
 def report_json(report: CorpusReport) -> dict[str, object]:
     """The figures of one corpus as plain JSON-able data."""
     sensitivity = {
-        f"{kind}/{strength}": {k: None if pd.isna(v) else round(float(v), 4) for k, v in r.items()}
+        f"{kind}/{strength}": {k: _json_value(v) for k, v in r.items()}
         for (kind, strength), r in report.sensitivity.iterrows()
     }
     return {

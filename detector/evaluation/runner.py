@@ -109,7 +109,7 @@ def available_cores() -> int:
 
 def _one(job: tuple[pd.DataFrame, dict[str, Any], BacktestSettings]) -> pd.DataFrame:
     frame, params, settings = job
-    return backtest(frame, params, settings)
+    return backtest(frame, params, settings, signal_decisions=True)
 
 
 def backtest_many(
@@ -146,6 +146,12 @@ def _nab_of(
     return score_all_profiles(results, {k: windows[k] for k in outputs})
 
 
+def signal_decisions(output: pd.DataFrame) -> pd.DataFrame:
+    """The per-signal decisions of a backtest output, one column per signal."""
+    columns = [c for c in output.columns if c.endswith("_anomalous")]
+    return output[columns].rename(columns=lambda c: c.removesuffix("_anomalous"))
+
+
 def evaluate_corpus(
     corpus: Corpus,
     settings: BacktestSettings | None = None,
@@ -174,6 +180,7 @@ def evaluate_corpus(
             outputs[stem]["anomalous"].to_numpy(),
             inc.start,
             inc.end,
+            signals=signal_decisions(outputs[stem]),
             visible=inc.visible,
             kind=kind,
             strength=strength,

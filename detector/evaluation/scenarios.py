@@ -34,12 +34,12 @@ import pandas as pd
 from detector.core.timeutil import DAY_S
 from detector.evaluation.incidents import (
     HOUR_S,
-    MINUTE_S,
     STRENGTHS,
     Drivers,
     Grid,
     Incident,
     inject_incidents,
+    keep_mask,
     latency_log_sd,
 )
 
@@ -64,6 +64,8 @@ SIGNAL_DIRECTIONS: dict[str, str] = {
     "json_error_ratio": "up",
     "gpu_memory_used_mb": "up",
     "tokens_per_request": "up",
+    "requests_running": "both",
+    "kv_cache_usage_ratio": "up",
 }
 # The recording rules' evaluation intervals the corpus covers.
 SCENARIO_STEPS: tuple[float, ...] = (30.0, 60.0)
@@ -78,6 +80,9 @@ _GPU_PLATEAU_MB = 17_800.0
 _GPU_SD_MB = 5.0
 # Output lengths are skewed, with a spread of the order of their mean.
 _MEAN_TOKENS, _SD_TOKENS = 180.0, 140.0
+# Mean end-to-end latency at idle (the P95 is about twice it), prompt length, and the KV cache's
+# size in tokens: the busiest afternoons fill a fifth of it.
+_MEAN_LATENCY_S, _PROMPT_TOKENS, _KV_TOKENS = 1.1, 450.0, 60_000.0
 _NAB_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 # What each scenario does: the one place that lists the scenarios.
@@ -89,6 +94,9 @@ _ABOUT = {
     "error_burst": "error ratio up by 1.5-6 points for 5-20 min (over a 0.2 % baseline)",
     "json_error_burst": "JSON error ratio from 1 % to 4-8 % for 15-45 min",
     "generation_loops": "tokens per request x1.5-3 (runaway generations), latency with them",
+    "latency_up_load_down": "request rate down to 50-85 % while latency rises x1.15-1.5",
+    "tokens_up_latency_flat": "tokens per request x1.3-2.5 counted while latency stays flat",
+    "kv_cache_leak": "KV cache +3-15 points held for 30-120 min, running requests unchanged",
     "slow_drift": "latency rises to x1.4-1.8 over 3-6 hours, holds 1-3 hours, then reverts",
     "contextual": "traffic normal for another time of day (day-level at night, night-level by day)",
     "quiet_week": "no incident",
@@ -167,6 +175,8 @@ def _base_drivers(g: Grid, rng: np.random.Generator) -> Drivers:
         ones * _ERROR_P,
         ones * _JSON_ERROR_P,
         memory,
+        ones.copy(),
+        np.zeros_like(rate),
         night_rps=night_rps,
         day_rps=day_rps,
         memory_sd_mb=_GPU_SD_MB,
@@ -193,11 +203,19 @@ def _observe(g: Grid, d: Drivers, rng: np.random.Generator) -> dict[str, np.ndar
     json_errors = rng.binomial(counts, np.clip(d.json_error_p, 0.0, 1.0))
     tokens = _MEAN_TOKENS * d.tokens * np.exp(0.03 * _smooth_noise(g.t, rng, 3 * HOUR_S))
     tokens += _SD_TOKENS * d.tokens * rng.standard_normal(n) / np.sqrt(np.maximum(counts, 1))
+    tokens *= d.tokens_seen
     memory = _GPU_PLATEAU_MB + d.memory_mb + rng.normal(0.0, d.memory_sd_mb, n)
+    # Requests in flight at the scrape (Little's law), and the KV cache their tokens hold.
+    mean_s = (
+        _MEAN_LATENCY_S * d.latency * d.tokens**0.9 * (1.0 + 0.6 * (d.rate / _CAPACITY_RPS) ** 2)
+    )
+    running = rng.poisson(d.rate * mean_s).astype(float)
+    held = running * (_PROMPT_TOKENS + 0.5 * _MEAN_TOKENS * d.tokens) / _KV_TOKENS
+    kv = np.clip(held * np.exp(0.05 * rng.standard_normal(n)) + d.kv_extra, 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = [errors / counts, json_errors / counts]
-    columns = (p95, p99, ttft, rps, *ratios, memory, np.maximum(tokens, 1.0))
-    decimals = (4, 4, 4, 4, 6, 6, 0, 2)
+    columns = (p95, p99, ttft, rps, *ratios, memory, np.maximum(tokens, 1.0), running, kv)
+    decimals = (4, 4, 4, 4, 6, 6, 0, 2, 0, 4)
     out = {c: v.round(r) for c, v, r in zip(SIGNAL_DIRECTIONS, columns, decimals, strict=True)}
     # Without a request in the step a quantile or a ratio has no value: the recording rules
     # leave the point out, while the request rate is a real 0.
@@ -205,31 +223,6 @@ def _observe(g: Grid, d: Drivers, rng: np.random.Generator) -> dict[str, np.ndar
         out[name][counts == 0] = np.nan
     out["tokens_per_request"][counts == 0] = np.nan
     return out
-
-
-def _keep_mask(
-    g: Grid, d: Drivers, rng: np.random.Generator, incidents: list[Incident]
-) -> np.ndarray:
-    """Rows that were scraped: a few missing stretches, occasional single misses, restarts."""
-    n = g.t.size
-    keep = rng.random(n) >= 0.001
-    k = max(1, round(int(rng.integers(3, 7)) * n * g.step_s / (10 * DAY_S)))
-    starts = rng.integers(0, n, 4 * k)
-    lengths = np.ceil(rng.uniform(MINUTE_S, 15 * MINUTE_S, 4 * k) / g.step_s).astype(int)
-    # A stretch over an incident would hide what is labelled, so stretches keep clear of them.
-    margin = int(30 * MINUTE_S / g.step_s)
-    clear = np.ones(starts.size, dtype=bool)
-    for inc in incidents:
-        clear &= (starts + lengths < inc.first - margin) | (starts > inc.last + margin)
-    starts, lengths = starts[clear][:k], lengths[clear][:k]
-    restarts = np.asarray(d.restarts, dtype=int)
-    starts = np.concatenate((starts, restarts))
-    lengths = np.concatenate((lengths, rng.integers(2, 7, restarts.size)))
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = np.repeat(starts, lengths) + offsets
-    keep[rows[rows < n]] = False
-    keep[[0, -1]] = True  # the series spans its full period
-    return keep
 
 
 def _grid(start: str, days: float, step_s: float) -> Grid:
@@ -264,7 +257,7 @@ def _simulate(
     rng = np.random.default_rng([seed, 1, tag])
     incidents = inject_incidents(name, g, drivers, rng, strength)
     values = _observe(g, drivers, np.random.default_rng([seed, 2, tag]))
-    keep = _keep_mask(g, drivers, rng, incidents)
+    keep = keep_mask(g, drivers, rng, incidents)
     return drivers, incidents, pd.DataFrame(values, index=g.index)[keep]
 
 

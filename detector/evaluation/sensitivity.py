@@ -20,11 +20,14 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from detector.core.load import is_latency_like
 
 __all__ = ["IncidentOutcome", "incident_outcome", "sensitivity_table"]
 
@@ -33,9 +36,11 @@ __all__ = ["IncidentOutcome", "incident_outcome", "sensitivity_table"]
 class IncidentOutcome:
     """How one incident was seen.
 
-    ``delay_s`` runs from the labelled start (0 when an alarm was already on), ``delay_visible_s``
-    from the time the change became visible (0 when the alarm came earlier); both NaN when the
-    incident was missed. ``share`` is the fraction of the incident's rows with ``anomalous`` on.
+    ``paged`` lists the signals whose own decision was on during the incident (when the
+    per-signal decisions were given). ``delay_s`` runs from the labelled start (0 when an alarm
+    was already on), ``delay_visible_s`` from the time the change became visible (0 when the
+    alarm came earlier); both NaN when the incident was missed. ``share`` is the fraction of
+    the incident's rows with ``anomalous`` on.
     """
 
     kind: str
@@ -45,6 +50,8 @@ class IncidentOutcome:
     delay_s: float
     delay_visible_s: float
     share: float
+    # The signals whose own decision was on during the incident: which ones paged.
+    paged: tuple[str, ...] = ()
 
 
 def incident_outcome(
@@ -57,14 +64,21 @@ def incident_outcome(
     kind: str = "",
     strength: str = "",
     step_s: float = math.nan,
+    signals: pd.DataFrame | None = None,
 ) -> IncidentOutcome:
-    """The outcome of the incident ``[start, end]`` under the 0/1 ``decisions`` over ``index``."""
+    """The outcome of the incident ``[start, end]`` under the 0/1 ``decisions`` over ``index``;
+    ``signals`` are the per-signal decisions over the same index."""
     on = np.nan_to_num(np.asarray(decisions, dtype=float)) != 0
     inside = (index >= start) & (index <= end)
+    paged: tuple[str, ...] = ()
+    if signals is not None:
+        during = np.nan_to_num(signals.to_numpy(dtype=float)[inside]) != 0
+        hits = during.any(axis=0)
+        paged = tuple(str(c) for c, hit in zip(signals.columns, hits, strict=True) if hit)
     rows = np.flatnonzero(inside & on)
     share = float(on[inside].mean()) if inside.any() else 0.0
     if rows.size == 0:
-        return IncidentOutcome(kind, strength, step_s, False, math.nan, math.nan, share)
+        return IncidentOutcome(kind, strength, step_s, False, math.nan, math.nan, share, paged)
     first = index[rows[0]]
     # An alarm that began before the window and is still on at its start detects it at once.
     before = np.flatnonzero(index < start)
@@ -72,7 +86,12 @@ def incident_outcome(
         first = start
     delay = max((first - start).total_seconds(), 0.0)
     delay_visible = max((first - visible).total_seconds(), 0.0)
-    return IncidentOutcome(kind, strength, step_s, True, delay, delay_visible, share)
+    return IncidentOutcome(kind, strength, step_s, True, delay, delay_visible, share, paged)
+
+
+def _paged_by(paged: Iterable[tuple[str, ...]]) -> str:
+    counts = Counter(signal for signals in paged for signal in signals)
+    return ", ".join(f"{signal} {n}" for signal, n in counts.most_common())
 
 
 def sensitivity_table(outcomes: Iterable[IncidentOutcome]) -> pd.DataFrame:
@@ -81,7 +100,9 @@ def sensitivity_table(outcomes: Iterable[IncidentOutcome]) -> pd.DataFrame:
     Columns: ``incidents``, ``detected``, ``rate``, ``delay_min`` (median from the start, over
     detected incidents), ``visible_delay_min`` (median from leaving the band), ``share`` (median
     over all incidents, missed ones counting 0), and ``rate_30s``/``rate_60s``-style detection
-    rates per step.
+    rates per step; ``latency_paged`` (incidents during which a latency-like signal's own
+    decision was on, i.e. it paged as a latency regression) and ``paged_by`` (the signals that
+    paged, with how many incidents each).
     """
     frame = pd.DataFrame([o.__dict__ for o in outcomes])
     if frame.empty:
@@ -98,6 +119,8 @@ def sensitivity_table(outcomes: Iterable[IncidentOutcome]) -> pd.DataFrame:
                 float(hit.delay_visible_s.median() / 60.0) if len(hit) else math.nan
             ),
             "share": float(part.share.median()),
+            "latency_paged": int(sum(any(is_latency_like(s) for s in p) for p in part.paged)),
+            "paged_by": _paged_by(part.paged),
         }
         for step, by_step in part.groupby("step_s"):
             row[f"rate_{step:g}s"] = float(by_step.detected.mean())

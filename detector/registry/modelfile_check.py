@@ -30,6 +30,8 @@ ALLOWED_CLASSES: dict[str, str] = {
     "detector.core.ensemble.Ensemble": "object",
     "detector.core.features.Window": "object",
     "detector.core.hysteresis.HysteresisGroup": "object",
+    "detector.core.load.LoadAdjustment": "object",
+    "detector.core.load.LoadModel": "object",
     "detector.core.families.counts.CountColumns": "object",
     "detector.core.families.deviation.SeasonalDeviation": "object",
     "detector.core.families.iforest.IsolationForestDetector": "object",

@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detector.core.defaults import DEFAULT_FAMILIES, FAMILIES, BacktestSettings
+from detector.core.signal_roles import auto_explained_by
 from detector.core.timeutil import DAY_S
 from llmwatch.durations import parse_duration
 
@@ -58,6 +59,7 @@ class ConfigError(ValueError):
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
 
 
 class _Strict(BaseModel):
@@ -122,6 +124,10 @@ class SignalSettings(_Strict):
     # Seconds a new level must hold before the expectation and band accept it as normal: the
     # signal stays anomalous until then, or until it returns into its band.
     accept_after: Duration = 2 * 3600.0
+    # Load signals whose values this signal's expectation follows (detector.core.load); unset:
+    # a latency-like signal follows the configured request rate and tokens per request, any
+    # other signal time of day only; []: time of day only.
+    explained_by: list[Annotated[str, Field(pattern=_NAME)]] | None = None
 
     @field_validator("step")
     @classmethod
@@ -270,6 +276,12 @@ class DetectorSettings(BaseSettings):
                 )
             if sig.denominator == sig.name:
                 raise ValueError(f"signal {sig.name!r}: denominator must be another signal")
+            unknown = [n for n in sig.explained_by or () if n not in names or n == sig.name]
+            if unknown:
+                raise ValueError(
+                    f"signal {sig.name!r}: explained_by {unknown} must name other configured "
+                    f"signals; configured: {names}"
+                )
         return value
 
     @model_validator(mode="after")
@@ -287,9 +299,23 @@ class DetectorSettings(BaseSettings):
         return Shard.parse(self.shard)
 
     def scoring_order(self) -> list[str]:
-        """Signal names, denominators first: a ratio scored after them has their rows."""
+        """Signal names, denominators and load signals first: a signal scored after them has
+        their rows."""
         used = {s.denominator for s in self.signals}
+        used |= {n for s in self.signals for n in self.load_signals(s.name)}
         return sorted((s.name for s in self.signals), key=lambda name: name not in used)
+
+    def load_signals(self, name: str) -> tuple[str, ...]:
+        """The load signals ``name``'s expectation follows (its ``explained_by``, resolved).
+
+        A load signal that follows load itself is left out, so the order above is well defined.
+        """
+        sig = self.signal(name)
+        if sig.explained_by is not None:
+            chosen = tuple(sig.explained_by)
+        else:
+            chosen = auto_explained_by(s.name for s in self.signals).get(name, ())
+        return tuple(n for n in chosen if not self.signal(n).explained_by)
 
     def signal(self, name: str) -> SignalSettings:
         """The signal called ``name``; ``KeyError`` naming the known ones otherwise."""

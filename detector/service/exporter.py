@@ -13,6 +13,7 @@ also carry ``detector`` (a family name, or ``ensemble`` for the series' combined
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -83,7 +84,14 @@ class ServiceCollector(Collector):
                 "Calibrated anomaly score in [0, 1], per series and detector family",
             ),
             "expected": GaugeMetricFamily(
-                "llmwatch_expected_value", "Value the seasonal baseline expects now"
+                "llmwatch_expected_value",
+                "Value the seasonal baseline expects now (at the current load for the signals "
+                "of llmwatch_load_factor)",
+            ),
+            "load": GaugeMetricFamily(
+                "llmwatch_load_factor",
+                "What the current load does to the expectation of a load-aware signal (1: the "
+                "training window's typical load); absent for signals expected by time of day",
             ),
             "lower": GaugeMetricFamily("llmwatch_expected_lower", "Lower edge of the normal band"),
             "upper": GaugeMetricFamily("llmwatch_expected_upper", "Upper edge of the normal band"),
@@ -112,6 +120,8 @@ class ServiceCollector(Collector):
                     per_series["peak"].add_sample(
                         "llmwatch_event_peak_score", base, status.event_peak
                     )
+                if status.load_factor is not None and math.isfinite(status.load_factor):
+                    per_series["load"].add_sample("llmwatch_load_factor", base, status.load_factor)
             point = status.point
             for key, value in (
                 ("expected", point.expected),

@@ -203,8 +203,9 @@ class DetectorService:
                 continue
             den = tracker.signal.denominator
             rates = self.trackers[den].buffer if den is not None else None
+            loads = {n: self.trackers[n].buffer for n in self.settings.load_signals(name)}
             try:
-                tracker.ingest(self._owned(name, batch), now, self.store, rates)
+                tracker.ingest(self._owned(name, batch), now, self.store, rates, loads)
             except RecordError as exc:  # the rows stay queued; the next cycle writes them first
                 _log.error("%s", exc)
                 self.cycles.fail("record", name, str(exc))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from detector.core.timeutil import seconds
 from detector.service.config import SignalSettings
 from detector.service.event_log import EventLog, ScoredRows
 from detector.service.source import SeriesBatch, series_key
-from detector.service.training import SignalModel, denominator_trials
+from detector.service.training import SignalModel, denominator_trials, load_covariates
 from detector.service.views import ActiveAnomaly, SeriesStatus
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class _Series:
     family_scores: dict[str, float] = field(default_factory=dict)
     anomalous: bool = False
     event: Event | None = None
+    load_factor: float | None = None  # what the load of the last point did to its expectation
 
 
 class SignalTracker:
@@ -79,6 +81,8 @@ class SignalTracker:
         self.last_ts: float | None = None  # end of the last range pulled successfully
         self.failing = False
         self.series: dict[str, _Series] = {}
+        # The served model's load-aware series (asked of each model once, not per series).
+        self._explained: tuple[SignalModel | None, dict[str, tuple[str, ...]]] = (None, {})
         self.buffer = pd.DataFrame(index=pd.DatetimeIndex([], name="timestamp"))
         self._resumed: dict[str, Event] = {}
         self.log = EventLog(signal.name, enter=signal.thresholds.enter)
@@ -139,10 +143,12 @@ class SignalTracker:
         end: float,
         store: EventStore | None,
         rates: pd.DataFrame | None = None,
+        loads: Mapping[str, pd.DataFrame] | None = None,
     ) -> None:
         """Take rows pulled up to ``end``: remember, score, record events, drop silent series.
 
-        ``rates`` are the recent rows of the signal's denominator (a request rate), for a ratio.
+        ``rates`` are the recent rows of the signal's denominator (a request rate), for a ratio;
+        ``loads`` those of the load signals its expectation follows.
         """
         frame = self._admitted(batch.frame)
         self.failing = False
@@ -171,7 +177,7 @@ class SignalTracker:
                 self.model.seen_until, unit="s"
             ):
                 fresh = frame[t > self.model.seen_until]
-                self._score(fresh, rates)
+                self._score(fresh, rates, load_covariates(fresh, loads or {}))
             self._unmodelled(frame)
         self.last_ts = end
         # Events are written once scoring is done: a failed write leaves the rows queued
@@ -209,12 +215,14 @@ class SignalTracker:
         cut = buffer.index[-1] - pd.Timedelta(seconds=self.buffer_span)
         self.buffer = buffer[buffer.index > cut]
 
-    def _score(self, frame: pd.DataFrame, rates: pd.DataFrame | None) -> None:
+    def _score(
+        self, frame: pd.DataFrame, rates: pd.DataFrame | None, loads: pd.DataFrame | None
+    ) -> None:
         model = self.model
         if model is None:
             return
         x = frame.reindex(columns=model.columns)
-        res = model.ensemble.update(x, denominator_trials(x, rates, self.signal.step))
+        res = model.ensemble.update(x, denominator_trials(x, rates, self.signal.step), loads)
         model.seen_until = float(seconds(frame.index)[-1])
         # The ensemble's outputs come in its own column order, which is the model's.
         rows = ScoredRows(
@@ -241,6 +249,8 @@ class SignalTracker:
                 r = int(last[j])
                 state.point = rows.point(r, j)
                 state.family_scores = {f: float(a[r, j]) for f, a in rows.families.items()}
+                if res.load_factor is not None:
+                    state.load_factor = float(res.load_factor.iat[r, j])
             state.anomalous = bool(rows.anomalous[-1, j])
         self.log.add(rows)
 
@@ -292,16 +302,29 @@ class SignalTracker:
                 stale=self.failing,
                 model_version=version if key in covered else None,
                 event_peak=None if s.event is None else max(s.event.peak.score, s.point.score),
+                **self._load(key, s),
                 **({} if key in covered else _waiting(s, min_span, next_fit)),
             )
             for key, s in self.series.items()
         ]
 
+    def _load(self, key: str, s: _Series) -> dict[str, Any]:
+        """The load signals the series' expectation follows, and their effect on the last one."""
+        model = self.model
+        if model is None:
+            return {}
+        if self._explained[0] is not model:
+            self._explained = (model, model.ensemble.explained_signals())
+        explained = self._explained[1]
+        if key not in explained:
+            return {}
+        return {"explained_by": explained[key], "load_factor": s.load_factor}
+
     def active(self) -> list[ActiveAnomaly]:
         """Open events of this signal's series."""
         out = []
         enter = self.signal.thresholds.enter
-        for s in self.series.values():
+        for key, s in self.series.items():
             if s.event is None:
                 continue
             fired = [f for f, v in s.family_scores.items() if v >= enter]
@@ -315,6 +338,7 @@ class SignalTracker:
                     point=s.point,
                     families=sorted(set(fired) | set(s.event.families)),
                     contributions=dict(s.event.contributions),
+                    **self._load(key, s),
                 )
             )
         return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from detector.core.ensemble import Ensemble
+from detector.core.signal_roles import is_latency_like
 from detector.core.timeutil import seconds
 from detector.registry.manifest import data_hash
 from detector.service.config import DetectorSettings, Shard, SignalSettings
@@ -43,6 +45,7 @@ __all__ = [
     "SignalModel",
     "denominator_trials",
     "fit_signal_model",
+    "load_covariates",
     "registry_name",
     "train_signal",
     "trainable_columns",
@@ -127,22 +130,49 @@ def denominator_trials(
     return pd.DataFrame(out, index=frame.index) if out else None
 
 
+def load_covariates(
+    frame: pd.DataFrame, loads: Mapping[str, pd.DataFrame | None]
+) -> pd.DataFrame | None:
+    """The load signals' values on ``frame``'s rows, one column per load signal.
+
+    A load signal with one series gives it; with several (one per instance), their mean, so
+    that the load of a typical instance is what the expectation follows. None without any.
+
+    >>> idx = pd.date_range("2026-01-05", periods=2, freq="60s")
+    >>> rps = pd.DataFrame({'{pod="a"}': [2.0, 4.0], '{pod="b"}': [4.0, 6.0]}, index=idx)
+    >>> load_covariates(pd.DataFrame(index=idx), {"rps": rps})["rps"].tolist()
+    [3.0, 5.0]
+    """
+    out = {}
+    for name, series in loads.items():
+        if series is not None and series.shape[1]:
+            out[name] = series.reindex(index=frame.index).mean(axis=1).to_numpy()
+    return pd.DataFrame(out, index=frame.index) if out else None
+
+
 def fit_signal_model(
     frame: pd.DataFrame,
     signal: SignalSettings,
     labels: dict[str, dict[str, str]] | None = None,
     trials: pd.DataFrame | None = None,
+    covariates: pd.DataFrame | None = None,
 ) -> SignalModel:
     """Fit the ensemble configured for ``signal`` on ``frame`` (one column per series).
 
     Columns without labels get ``{}``; ``trials`` are the requests behind a ratio's rows
-    (:func:`denominator_trials`). The model's training-only data is dropped so that
-    thousands of series fit in memory.
+    (:func:`denominator_trials`); ``covariates`` the load signals its expectation follows
+    (:func:`load_covariates`). The model's training-only data is dropped so that thousands of
+    series fit in memory.
     """
     if frame.shape[1] == 0:
         raise ValueError(f"{signal.name}: no series to fit")
     params = signal.ensemble_params()
-    ensemble = Ensemble(**params).fit(frame, trials)
+    # Every series of the signal follows the same load signals; none: time of day only.
+    loads = () if covariates is None else tuple(str(c) for c in covariates.columns)
+    params["explained_by"] = {"*": loads} if loads else None
+    # A latency's load multiplies it; a KV cache's adds what the requests in flight hold.
+    params["load_mode"] = "ratio" if is_latency_like(signal.name) else "shift"
+    ensemble = Ensemble(**params).fit(frame, trials, covariates)
     ensemble.compact()
     t = seconds(frame.index)
     labels = labels or {}
@@ -152,7 +182,12 @@ def fit_signal_model(
         labels={str(c): dict(labels.get(str(c), {})) for c in frame.columns},
         training_start=float(t[0]),
         training_end=float(t[-1]),
-        params={**params, "families": list(params["families"]), "step": signal.step},
+        params={
+            **params,
+            "families": list(params["families"]),
+            "explained_by": list(loads),
+            "step": signal.step,
+        },
         step=signal.step,
         seen_until=float(t[-1]),
     )
@@ -188,7 +223,12 @@ def train_signal(
             settings.signal(signal.denominator), end - settings.training_window, end
         )
         trials = denominator_trials(frame, rates.frame, signal.step)
-    model = fit_signal_model(frame, signal, batch.labels, trials)
+    loads = {
+        name: source.fetch(settings.signal(name), end - settings.training_window, end).frame
+        for name in settings.load_signals(signal.name)
+    }
+    covariates = load_covariates(frame, loads)
+    model = fit_signal_model(frame, signal, batch.labels, trials, covariates)
     folder = registry_name(signal.name, owner)
     version = registry.publish(
         folder,

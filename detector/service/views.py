@@ -40,6 +40,10 @@ class SeriesStatus:
     # A series without a model: what it waits for (history, a fit) and when one is expected.
     waiting_for: str | None = None
     ready_at: float | None = None
+    # The load signals the expectation follows (empty: time of day only), and the factor the
+    # load of the last point put on it (1: the training window's typical load).
+    explained_by: tuple[str, ...] = ()
+    load_factor: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +59,8 @@ class ActiveAnomaly:
     families: list[str]  # families whose score crossed the threshold
     # Isolation forest only: feature name -> contribution, largest first.
     contributions: dict[str, float] = field(default_factory=dict)
+    explained_by: tuple[str, ...] = ()  # as in SeriesStatus
+    load_factor: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,12 @@ import pandas as pd
 from detector.core.timeutil import seconds
 from detector.service.config import DetectorSettings, SignalSettings, load_settings
 from detector.service.source import PrometheusSource, SeriesBatch, Source
-from detector.service.training import SignalModel, fit_signal_model, trainable_columns
+from detector.service.training import (
+    SignalModel,
+    fit_signal_model,
+    load_covariates,
+    trainable_columns,
+)
 from llmwatch.durations import parse_duration
 
 __all__ = [
@@ -237,5 +242,7 @@ def fit_models(
         frame = frame[columns]
         if display_names:
             frame = frame.rename(columns=lambda key, n=name: column_label(n, str(key)))
-        out[name] = fit_signal_model(frame, signal, batch.labels)
+        loads = {n: history[n].frame for n in settings.load_signals(name) if n in history}
+        covariates = load_covariates(frame, loads)
+        out[name] = fit_signal_model(frame, signal, batch.labels, None, covariates)
     return out

@@ -22,7 +22,12 @@ import yaml
 from detector.registry.manifest import data_hash
 from detector.registry.store import ModelRegistry, ModelVersion, RegistryError
 from detector.service.config import DetectorSettings
-from detector.service.training import fit_signal_model, registry_name, trainable_columns
+from detector.service.training import (
+    fit_signal_model,
+    load_covariates,
+    registry_name,
+    trainable_columns,
+)
 from detector.workbench.candidates import Candidate
 from detector.workbench.data import History
 
@@ -92,7 +97,9 @@ def publish_candidate(
         if not columns:
             continue
         frame = frame[columns]
-        model = fit_signal_model(frame, signal, batch.labels)
+        # Latencies are fitted at the load of their rows, as the service fits them.
+        loads = {n: history[n].frame for n in settings.load_signals(name) if n in history}
+        model = fit_signal_model(frame, signal, batch.labels, None, load_covariates(frame, loads))
         figures = (evaluation or {}).get(name) or (evaluation or {}).get("*") or {}
         model.evaluation = {k: float(v) for k, v in figures.items()}
         published[name] = registry.publish(

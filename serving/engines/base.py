@@ -84,7 +84,12 @@ class GenerationChunk:
 
 @runtime_checkable
 class Engine(Protocol):
-    """An async text-generation engine."""
+    """An async text-generation engine.
+
+    An engine may also carry a ``metrics_registry`` (a ``CollectorRegistry`` with metrics of its
+    own); the serving app exports it on ``/metrics``. Optional, so not a protocol member: the
+    vLLM engine has none, its metrics live in prometheus_client's global registry.
+    """
 
     model_name: str
     max_model_len: int

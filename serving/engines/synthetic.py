@@ -2,11 +2,20 @@
 
 Timing model (all times divided by ``speed``):
 
-- at most ``max_running`` sequences generate at once; the others wait in FIFO order, so the time
-  to first token grows with the queue depth;
+- at most ``max_running`` sequences generate at once, and together they hold no more than
+  ``kv_cache_tokens`` tokens (prompts and outputs) in a paged KV cache; the others wait in FIFO
+  order, so the time to first token grows with the queue depth;
 - prefill takes ``ttft_s + prefill_s_per_token * prompt_tokens`` once a sequence runs;
 - each further token takes ``tpot_s * (1 + batch_slowdown * (running - 1))``, so decoding slows
-  down as the batch grows.
+  down as the batch grows;
+- a sequence whose next token finds the KV cache full preempts the sequence admitted last, which
+  waits again and then recomputes its prompt and output so far (a prefill of all of them), as
+  vLLM does (:mod:`serving.engines.kv_cache`).
+
+The engine exports vLLM's own engine metrics under vLLM's names (running and waiting requests,
+KV-cache usage, preemptions, queue, prefill, decode and inter-token times, prompt tokens:
+:mod:`serving.engines.engine_metrics`) in :attr:`SyntheticEngine.metrics_registry`, which the
+serving app exports on ``/metrics``.
 
 The text comes from :mod:`serving.engines.synthetic_text` and
 :mod:`serving.engines.synthetic_json` and depends only on ``seed`` and the request (prompt or
@@ -21,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
 
 from serving.config import DEFAULT_JSON_PROMPT_PATTERN
 from serving.engines.base import (
@@ -32,6 +43,8 @@ from serving.engines.base import (
     GenerationRequest,
     PromptTooLong,
 )
+from serving.engines.engine_metrics import EngineMetrics
+from serving.engines.kv_cache import KvScheduler, Slot
 from serving.engines.synthetic_json import json_answer
 from serving.engines.synthetic_text import (
     count_tokens,
@@ -42,16 +55,24 @@ from serving.engines.synthetic_text import (
 )
 from serving.quality import QualityChecker
 
-__all__ = ["SyntheticEngine"]
+__all__ = ["DEFAULT_KV_CACHE_TOKENS", "SyntheticEngine"]
 
 # Sleeping for less than this is not worth a timer: the delay is carried over to the next token.
 _MIN_SLEEP_S = 0.001
+# 2,048 blocks of 16 tokens: a full batch of 16 sequences fills it at 2,048 tokens each, so
+# ordinary chat traffic leaves it mostly free and only long prompts and outputs preempt.
+DEFAULT_KV_CACHE_TOKENS = 32_768
 
 
 @dataclass
 class _Sequence:
+    slot: Slot
     due: float  # loop time at which the next token is due
+    queued: float  # loop time of arrival
     aborted: bool = False
+    admissions: int = 0  # the slot's admissions this sequence has prefilled for
+    # Loop times of the first scheduling and of the first and latest token (vLLM's phases).
+    times: dict[str, float] = field(default_factory=dict)
 
 
 class SyntheticEngine:
@@ -75,6 +96,12 @@ class SyntheticEngine:
         Share of prose answers that repeat one sentence until ``max_tokens``.
     startup_s
         Time :meth:`start` takes (model loading).
+    kv_cache_tokens
+        Tokens the KV cache holds (at least ``max_model_len``, as vLLM requires); default
+        :data:`DEFAULT_KV_CACHE_TOKENS`, or ``max_model_len`` where that is larger.
+    registry
+        Where the ``vllm:*`` metrics are registered (default: a registry of the engine's own,
+        :attr:`metrics_registry`).
 
     Examples
     --------
@@ -104,6 +131,8 @@ class SyntheticEngine:
         mean_output_tokens: int = 120,
         loop_share: float = 0.0,
         startup_s: float = 0.0,
+        kv_cache_tokens: int | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -117,10 +146,19 @@ class SyntheticEngine:
         self.mean_output_tokens = mean_output_tokens
         self.loop_share = loop_share
         self.startup_s = startup_s
+        self.kv_cache_tokens = kv_cache_tokens
         self._ready = False
-        self._slots: asyncio.Semaphore | None = None
+        self._scheduler: KvScheduler | None = None
         self._sequences: dict[str, _Sequence] = {}
-        self._running = 0
+        self.metrics_registry = CollectorRegistry() if registry is None else registry
+        self._metrics = EngineMetrics(
+            self.metrics_registry,
+            model_name=model_name,
+            max_model_len=max_model_len,
+            running=lambda: self.running,
+            waiting=lambda: self.waiting,
+            kv_usage=lambda: self.kv_cache_usage,
+        )
         # Recognises prompts that ask for JSON in words (the server's default convention).
         self._json_in_words = QualityChecker(json_prompt_pattern=DEFAULT_JSON_PROMPT_PATTERN)
 
@@ -133,6 +171,17 @@ class SyntheticEngine:
             raise ValueError(f"loop_share={self.loop_share!r}: must be in [0, 1]")
         if min(self.ttft_s, self.prefill_s_per_token, self.tpot_s, self.batch_slowdown) < 0:
             raise ValueError("timing parameters must not be negative")
+        if self.kv_capacity() < self.max_model_len:
+            raise ValueError(
+                f"kv_cache_tokens={self.kv_cache_tokens!r}: must hold max_model_len "
+                f"({self.max_model_len}) tokens, or the longest request could never run"
+            )
+
+    def kv_capacity(self) -> int:
+        """Tokens the KV cache holds: ``kv_cache_tokens`` or its default."""
+        if self.kv_cache_tokens is not None:
+            return self.kv_cache_tokens
+        return max(DEFAULT_KV_CACHE_TOKENS, self.max_model_len)
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Modelled time from getting a slot to the first token (before ``speed``)."""
@@ -145,17 +194,31 @@ class SyntheticEngine:
     @property
     def running(self) -> int:
         """Sequences generating now."""
-        return self._running
+        return 0 if self._scheduler is None else self._scheduler.running
 
     @property
     def waiting(self) -> int:
-        """Sequences waiting for a slot."""
-        return len(self._sequences) - self._running
+        """Sequences waiting to be admitted (preempted ones included)."""
+        return 0 if self._scheduler is None else self._scheduler.waiting
+
+    @property
+    def kv_cache_usage(self) -> float:
+        """Share of the KV cache in use, 0 to 1."""
+        return 0.0 if self._scheduler is None else self._scheduler.usage()
+
+    @property
+    def preemptions(self) -> int:
+        """Preemptions since :meth:`start`."""
+        return 0 if self._scheduler is None else self._scheduler.preemptions
 
     async def start(self) -> None:
         """Check the parameters and "load the model" (``startup_s``)."""
         self._check_params()
-        self._slots = asyncio.Semaphore(self.max_running)
+        self._scheduler = KvScheduler(
+            max_running=self.max_running,
+            capacity_tokens=self.kv_capacity(),
+            on_preempt=self._metrics.preempted,
+        )
         if self.startup_s > 0 and math.isfinite(self.speed):
             await asyncio.sleep(self.startup_s / self.speed)
         self._ready = True
@@ -164,7 +227,7 @@ class SyntheticEngine:
         """Stop accepting work and abort what runs (idempotent)."""
         self._ready = False
         for sequence in self._sequences.values():
-            sequence.aborted = True
+            self._abort(sequence)
 
     def ready(self) -> bool:
         """True once :meth:`start` has completed."""
@@ -225,7 +288,8 @@ class SyntheticEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream the answer token by token; raises :class:`EngineError` when aborted."""
-        if not self._ready or self._slots is None:
+        scheduler = self._scheduler
+        if not self._ready or scheduler is None:
             raise EngineError("engine is not started")
         if request.json_schema is not None or request.text_size() > OFF_LOOP_TEXT_SIZE:
             prompt_tokens, pieces, finish = await asyncio.to_thread(self._prepare, request)
@@ -233,40 +297,84 @@ class SyntheticEngine:
             prompt_tokens, pieces, finish = self._prepare(request)
         if request.request_id in self._sequences:
             raise EngineError(f"request id {request.request_id!r} is already running")
-        sequence = _Sequence(due=asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        sequence = _Sequence(slot=Slot(tokens=prompt_tokens), due=now, queued=now)
         self._sequences[request.request_id] = sequence
+        scheduler.enqueue(sequence.slot)
         try:
-            async with self._slots:
-                self._running += 1
-                try:
-                    sequence.due = asyncio.get_running_loop().time()
-                    await self._wait(sequence, self.prefill_s(prompt_tokens))
-                    for i, piece in enumerate(pieces):
-                        if sequence.aborted:
-                            raise EngineError(f"request {request.request_id!r} was aborted")
-                        if i:
-                            await self._wait(sequence, self.token_s(self._running))
-                        last = i == len(pieces) - 1
-                        yield GenerationChunk(
-                            text=piece,
-                            prompt_tokens=prompt_tokens,
-                            output_tokens=i + 1,
-                            finish_reason=finish if last else None,
-                        )
-                    if not pieces:
-                        yield GenerationChunk(
-                            text="",
-                            prompt_tokens=prompt_tokens,
-                            output_tokens=0,
-                            finish_reason=finish,
-                        )
-                finally:
-                    self._running -= 1
+            # The first token comes out of the prefill, even for an empty answer.
+            await self._next_token(scheduler, sequence, request.request_id)
+            for i, piece in enumerate(pieces):
+                if i:
+                    await self._next_token(scheduler, sequence, request.request_id)
+                last = i == len(pieces) - 1
+                if last:
+                    self._finished(sequence, prompt_tokens)
+                yield GenerationChunk(
+                    text=piece,
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=i + 1,
+                    finish_reason=finish if last else None,
+                )
+            if not pieces:
+                self._finished(sequence, prompt_tokens)
+                yield GenerationChunk(
+                    text="", prompt_tokens=prompt_tokens, output_tokens=0, finish_reason=finish
+                )
         finally:
+            scheduler.release(sequence.slot)
             del self._sequences[request.request_id]
+
+    async def _next_token(
+        self, scheduler: KvScheduler, sequence: _Sequence, request_id: str
+    ) -> None:
+        """Wait until the sequence's next token is out: admission, prefill or decode, and the
+        recomputation after any preemption on the way."""
+        slot = sequence.slot
+        loop = asyncio.get_running_loop()
+        while True:
+            while not slot.running:
+                self._check_aborted(sequence, request_id)
+                slot.wake.clear()
+                await slot.wake.wait()
+            self._check_aborted(sequence, request_id)
+            sequence.times.setdefault("scheduled", loop.time())
+            if not scheduler.grow(slot):
+                continue  # preempted itself: the newest sequence, and the cache is full
+            # A new admission (the first, or one after a preemption) prefills every token held.
+            prefill = slot.admissions != sequence.admissions
+            sequence.admissions = slot.admissions
+            delay = self.prefill_s(slot.tokens) if prefill else self.token_s(scheduler.running)
+            await self._wait(sequence, delay)
+            if slot.running and slot.admissions == sequence.admissions:
+                break
+        slot.tokens += 1
+        now = loop.time()
+        if "first" not in sequence.times:
+            sequence.times["first"] = now
+        else:
+            self._metrics.token_gap(now - sequence.times["latest"])
+        sequence.times["latest"] = now
+
+    def _check_aborted(self, sequence: _Sequence, request_id: str) -> None:
+        if sequence.aborted:
+            raise EngineError(f"request {request_id!r} was aborted")
+
+    def _finished(self, sequence: _Sequence, prompt_tokens: int) -> None:
+        times = sequence.times
+        self._metrics.finished(
+            queue_s=times["scheduled"] - sequence.queued,
+            prefill_s=times["first"] - times["scheduled"],
+            decode_s=times["latest"] - times["first"],
+            prompt_tokens=prompt_tokens,
+        )
+
+    def _abort(self, sequence: _Sequence) -> None:
+        sequence.aborted = True
+        sequence.slot.wake.set()  # a queued sequence wakes up to end
 
     async def abort(self, request_id: str) -> None:
         """Stop the generation of ``request_id`` before its next token (no-op when unknown)."""
         sequence = self._sequences.get(request_id)
         if sequence is not None:
-            sequence.aborted = True
+            self._abort(sequence)

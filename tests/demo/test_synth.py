@@ -93,3 +93,24 @@ def test_statistics_of_few_requests_get_a_wider_floor() -> None:
     shape = 1 + 0.15 * (np.vectorize(daily_rate_factor)(utc_hour(t)) - daily_rate_factor(4.0))
     spread = (latency - 10.0 * shape).std()
     assert spread == pytest.approx(_SAFETY * 10.0 / np.sqrt(12), rel=0.1)
+
+
+def test_vllms_batch_and_kv_cache_follow_the_load_with_the_noise_of_an_instant() -> None:
+    running = one(SeriesLevel("requests_running", {}, 8.0, 2.0, 30))
+    t = END - STEP * np.arange(running.size)[::-1]
+    hour = utc_hour(t)
+    ratio = daily_rate_factor(16.0) / daily_rate_factor(4.0)
+    busy = running[(hour >= 15.5) & (hour < 16.5)].mean()
+    assert busy / running[-360:].mean() == pytest.approx(ratio, rel=0.05)
+    # Read at the scrape: a point shares nothing with the one a step before.
+    quiet = running[(hour >= 3.5) & (hour < 4.5)] - 8.0
+    assert abs(np.corrcoef(quiet[:-1], quiet[1:])[0, 1]) < 0.1
+    kv = one(SeriesLevel("kv_cache_usage_ratio", {}, 0.9, 0.2, 30))
+    assert kv.min() >= 0.0 and kv.max() == 1.0  # a share of the cache's blocks, at most all
+
+
+def test_an_idle_queue_stays_empty_and_preemptions_are_counts() -> None:
+    assert not one(SeriesLevel("requests_waiting", {}, 0.0, 0.0, 30)).any()
+    assert not one(SeriesLevel("preemptions_per_second", {}, 0.0, 0.0, 30)).any()
+    # A rate over the rule's minute, like the request rate: Poisson.
+    assert noise_floor("preemptions_per_second", 0.6) == pytest.approx(0.1)

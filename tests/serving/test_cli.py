@@ -54,6 +54,10 @@ def test_serve_synthetic_answers_and_shuts_down_cleanly(tmp_path: Path) -> None:
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 5
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert 'demo_requests_total{status="success"} 1.0' in metrics
+        # The synthetic engine's vLLM metrics, unprefixed as vLLM's own.
+        labels = '{engine="0",model_name="synthetic"}'
+        assert f"vllm:request_queue_time_seconds_count{labels} 1.0" in metrics
+        assert f"vllm:num_preemptions_total{labels} 0.0" in metrics
         admin = httpx.get(
             f"{url}/admin/faults", headers={"Authorization": "Bearer t0ken"}, timeout=10
         )
@@ -116,6 +120,9 @@ def test_flags_reach_the_settings_and_the_synthetic_engine() -> None:
     engine = build_engine(settings)
     assert (engine.max_running, engine.max_model_len, engine.speed) == (3, 512, 8.0)
     assert (engine.seed, engine.loop_share) == (4, 0.5)
+    assert engine.kv_capacity() == 32_768
+    args = build_parser().parse_args([*flags.split(), "--kv-cache-tokens", "4096"])
+    assert build_engine(settings_from_args(args)).kv_capacity() == 4096
 
 
 def test_the_package_loads_no_numba_until_a_tracker_runs() -> None:

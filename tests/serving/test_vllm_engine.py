@@ -20,10 +20,13 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import requires
+from support.serving import vllm_series_in_rules
 
 from serving.engines import vllm as vllm_engine
+from serving.engines.synthetic import SyntheticEngine
 from serving.engines.vllm import choose_dtype
 from serving.model_setup import DEFAULT_MODEL_DIR
 
@@ -268,6 +271,18 @@ def test_metrics_after_known_traffic(server: httpx.Client) -> None:
     assert _vllm(after, "prompt_tokens_total") - _vllm(before, "prompt_tokens_total") == prompt
 
 
+def _shapes(text: str) -> dict[str, tuple[str, frozenset[str], frozenset[str]]]:
+    """vllm:* families of an exposition: type, label names, and bucket bounds."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        if family.name.startswith("vllm:") and samples:
+            names = frozenset(k for s in samples for k in s.labels if k != "le")
+            bounds = frozenset(s.labels["le"] for s in samples if "le" in s.labels)
+            out[family.name] = (family.type, names, bounds)
+    return out
+
+
 def test_vllm_metrics_are_exported(server: httpx.Client) -> None:
     text = server.get("/metrics").text
     for name in ("num_requests_running", "generation_tokens_total", "e2e_request_latency_seconds",
@@ -275,6 +290,15 @@ def test_vllm_metrics_are_exported(server: httpx.Client) -> None:
         assert f"vllm:{name}" in text
     assert f'model_name="{MODEL.name}"' in text
     assert text.count("# TYPE process_cpu_seconds_total") == 1
+    # Every vllm:* series the rules read, spelled as this vLLM exposes it (a counter's _total,
+    # a histogram's _bucket/_sum/_count): a misspelt one would leave its signal absent forever.
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert vllm_series_in_rules() - exposed == set()
+    # The synthetic engine stands in with the same types, label names and buckets.
+    synthetic = SyntheticEngine(model_name=MODEL.name, max_model_len=MAX_MODEL_LEN)
+    ours = _shapes(generate_latest(synthetic.metrics_registry).decode())
+    real = _shapes(text)
+    assert {name: real.get(name) for name in ours} == ours
 
 
 def test_timeout_aborts_the_engine_request(server: httpx.Client) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -19,7 +22,16 @@ from serving.app import create_app
 from serving.config import ServingSettings
 from serving.engines.synthetic import SyntheticEngine
 
-__all__ = ["SPEED", "LiveServer", "build", "free_port", "sample", "serve", "statuses"]
+__all__ = [
+    "SPEED",
+    "LiveServer",
+    "build",
+    "free_port",
+    "sample",
+    "serve",
+    "statuses",
+    "vllm_series_in_rules",
+]
 
 # Fast enough for tests, slow enough that requests overlap: a 100-token answer takes ~50 ms.
 SPEED = 50.0
@@ -99,3 +111,18 @@ def statuses(registry: CollectorRegistry, prefix: str = "qwen") -> dict[str, flo
     """``<prefix>_requests_total`` by status."""
     names = ("success", "error", "timeout", "rejected", "json_parse_error")
     return {s: sample(registry, f"{prefix}_requests_total", status=s) for s in names}
+
+
+def vllm_series_in_rules(rules: Path | None = None) -> set[str]:
+    """Every ``vllm:*`` series name the rule files of ``rules`` (``configs/rules``) read.
+
+    Names as a query spells them, so as an exposition must carry them: a histogram's
+    ``_bucket``/``_sum``/``_count`` series, a counter's ``_total``.
+    """
+    folder = rules or Path(__file__).resolve().parents[2] / "configs" / "rules"
+    names: set[str] = set()
+    for path in sorted(folder.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                names |= set(re.findall(r"vllm:[A-Za-z0-9_:]+", rule["expr"]))
+    return names

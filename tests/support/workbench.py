@@ -2,7 +2,8 @@
 
 For the notebook and workbench tests: :func:`demo_history` draws the configured signals from the
 ``quiet_week`` scenario (daily and weekly seasonality, noise, scrape gaps), shifted to end at a
-given time, with an optional latency regression; :func:`demo_config` writes a detector
+given time, with an optional latency regression (vLLM's engine signals, where the scenario has
+no column for them, derived from its serving columns); :func:`demo_config` writes a detector
 configuration with ``configs/detector.yaml``'s signals pointing at the test's servers;
 :class:`DetectorProcess` runs ``llmwatch detect`` on it as a user would; :class:`ApiServer` serves
 the REST API app alone (on an event store, or a view the test builds) under a real uvicorn.
@@ -41,6 +42,17 @@ __all__ = [
 ]
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detector.yaml"
+_ENGINE_SIGNALS = (
+    "kv_cache_usage_ratio",
+    "requests_waiting",
+    "requests_running",
+    "queue_time_p95_seconds",
+    "preemptions_per_second",
+    "inter_token_latency_p95_seconds",
+    "prefill_time_p95_seconds",
+    "decode_time_p95_seconds",
+    "prompt_tokens_per_request",
+)
 # Scenario column -> configured signal, with the labels its recording rule keeps.
 _SIGNALS = {
     "latency_p95_seconds": ("latency_p95_seconds", {}),
@@ -51,6 +63,7 @@ _SIGNALS = {
     "json_error_ratio": ("json_error_ratio", {}),
     "gpu_memory_used_mb": ("gpu_memory_used_mb", {"device": "0"}),
     "tokens_per_request": ("output_tokens_per_request", {}),
+    **{name: (name, {}) for name in _ENGINE_SIGNALS},
 }
 # A slow deploy: every latency signal moves at once.
 INCIDENT_SIGNALS = ("latency_p95_seconds", "latency_p99_seconds", "ttft_p95_seconds")
@@ -80,6 +93,7 @@ def demo_history(
     t = frame.index.as_unit("ns").asi8 / 1e9
     keep = t <= end
     frame, t = frame[keep], t[keep]
+    frame = frame.assign(**{k: v for k, v in _engine_columns(frame).items() if k not in frame})
     out = []
     for column, (name, labels) in _SIGNALS.items():
         values = frame[column].to_numpy(dtype=np.float64).copy()
@@ -90,6 +104,30 @@ def demo_history(
         stamps = np.append(t[ok], t[ok][-1] + step)
         out.append(Series(f"llmwatch:{name}", dict(labels), stamps, np.append(values[ok], np.nan)))
     return out
+
+
+def _engine_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """vLLM's signals as an engine behind the scenario's traffic would show them.
+
+    Built from the serving columns before any incident is added (the regression moves the
+    latency signals only), so they keep the week's seasonality, noise and gaps: the batch by
+    Little's law (arrivals times time in the server), the KV cache from the tokens it holds
+    (prompts twice the answers, 32,768 tokens of cache), the phases from the latencies.
+    """
+    rps, p95 = frame["requests_per_second"], frame["latency_p95_seconds"]
+    ttft, answer = frame["ttft_p95_seconds"], frame["tokens_per_request"]
+    running = 0.5 * rps * p95
+    return {
+        "requests_running": running,
+        "requests_waiting": 0.1 * running,
+        "kv_cache_usage_ratio": (running * 3 * answer / 32_768).clip(0.0, 1.0),
+        "queue_time_p95_seconds": 0.25 * ttft,
+        "preemptions_per_second": 0.002 * rps,
+        "inter_token_latency_p95_seconds": 1.2 * (p95 - ttft) / answer,
+        "prefill_time_p95_seconds": 0.75 * ttft,
+        "decode_time_p95_seconds": p95 - ttft,
+        "prompt_tokens_per_request": 2 * answer,
+    }
 
 
 def demo_config(path: Path, *, prometheus_url: str, root: Path, port: int = 0) -> Path:

@@ -42,8 +42,10 @@ class Parts:
     upper: np.ndarray
     events: np.ndarray
     means: np.ndarray
+    # Load factors (:mod:`detector.core.load`) the expectation was multiplied by; None: none.
+    factors: np.ndarray | None = None
 
     def frames(self, index: pd.Index, columns: pd.Index) -> Decomposition:
         """The same values as frames with this index and these columns."""
-        values = (getattr(self, f.name) for f in fields(self))
+        values = (getattr(self, f.name) for f in fields(Decomposition))
         return Decomposition(*(pd.DataFrame(v, index=index, columns=columns) for v in values))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from typing import Self
 
 import numpy as np
@@ -30,36 +31,27 @@ from detector.core.base import (
     check_range,
     directional_scores,
 )
-from detector.core.families.counts import fit_counts, looks_like_ratio, normal_score
+from detector.core.families.counts import fit_counts, normal_score, ratio_columns
 from detector.core.families.decomposition import Decomposition, Parts
-from detector.core.families.seasonal_fit import choose_period, phase_scales, seasonal_profile
+from detector.core.families.seasonal_fit import (
+    choose_period,
+    log_offset,
+    phase_scales,
+    seasonal_profile,
+    trials_array,
+    winsorised,
+)
 from detector.core.families.seasonal_models import SeasonalFit, StackedModels
+from detector.core.load import LoadAdjustment, LoadEffect, check_explained_by
 from detector.core.smoothing import Tracks, best_halflife, ewma_before, track_levels
 from detector.core.timeutil import DAY_S, phase_lookup, seconds
 
 __all__ = ["SeasonalBaseline"]
 
 _SEASONALITIES = ("auto", "daily", "weekly", "none")
-# Training values further than this many typical deviations from the median are clipped before
-# the half-life and the scales are estimated.
-_WINSOR = 1000.0
 # A single event is never clipped by a ratio's level trackers: clipping it would bias the
 # expected proportion of rare events towards 0.
 _MIN_CLIP_EVENTS = 1.5
-
-
-def _winsorised(x: np.ndarray) -> np.ndarray:
-    """``x`` clipped at its median plus or minus ``_WINSOR`` times its typical step.
-
-    >>> float(_winsorised(np.r_[np.arange(10.0), 1e6, np.arange(10.0)]).max())
-    3005.0
-    """
-    if x.size < 3:
-        return x
-    centre = float(np.median(x))
-    step = float(np.median(np.abs(np.diff(x))))
-    spread = max(step, float(np.median(np.abs(x - centre))), 1e-12 * max(1.0, abs(centre)))
-    return np.clip(x, centre - _WINSOR * spread, centre + _WINSOR * spread)
 
 
 class SeasonalBaseline(BaseDetector):
@@ -71,10 +63,8 @@ class SeasonalBaseline(BaseDetector):
         ``"up"``, ``"down"`` or ``"both"`` for every signal, or a mapping signal -> direction
         (signals not named get ``"both"``).
     transform : {"auto", "log", "none"}
-        ``"log"`` models ``log(x + c)``, so seasonal swings and noise scale with the level as they
-        do for traffic and latency (``c`` is 5 % of the typical positive value, keeping zeros
-        finite); ``"auto"`` does so for series that are never negative. The default models the
-        values as they are, which served every evaluated corpus best.
+        ``"log"`` models ``log(x + c)`` (``c``: 5 % of the typical positive value); ``"auto"``
+        does so for never-negative series; the default (as they are) served every corpus best.
     seasonality : {"auto", "daily", "weekly", "none"}
         ``"auto"`` uses a weekly profile with two weeks of data, a daily one with two days, and
         none otherwise; the choice and the reason are kept in ``seasonality_``.
@@ -102,6 +92,9 @@ class SeasonalBaseline(BaseDetector):
     ratios : {"auto", "none"}
         ``"auto"`` scores columns that look like proportions of rare events (all values in
         [0, 1], many exact zeros) as counts; columns given ``trials`` at ``fit`` always are.
+    explained_by, load_mode :
+        Which columns' expectations follow which load signals, and how (multiplied or shifted):
+        :class:`~detector.core.load.LoadAdjustment`; None: time of day only.
 
     Examples
     --------
@@ -128,6 +121,8 @@ class SeasonalBaseline(BaseDetector):
         slow_accept_after: float = 2 * 3600.0,
         band: float = 3.0,
         ratios: str = "auto",
+        explained_by: Mapping[str, Sequence[str]] | str | None = None,
+        load_mode: str = "auto",
     ) -> None:
         self.directions = directions
         self.transform = transform
@@ -141,6 +136,8 @@ class SeasonalBaseline(BaseDetector):
         self.slow_accept_after = slow_accept_after
         self.band = band
         self.ratios = ratios
+        self.explained_by = explained_by
+        self.load_mode = load_mode
 
     def _validate_params(self) -> None:
         check_choice("transform", self.transform, ("auto", "log", "none"))
@@ -156,6 +153,8 @@ class SeasonalBaseline(BaseDetector):
         check_range("band", self.band, 0.0, math.inf, closed="neither")
         check_choice("ratios", self.ratios, ("auto", "none"))
         check_directions(self.directions)
+        check_explained_by(self.explained_by)
+        check_choice("load_mode", self.load_mode, ("auto", "ratio", "shift"))
 
     @property
     def models_(self) -> dict[str, SeasonalFit]:
@@ -163,33 +162,43 @@ class SeasonalBaseline(BaseDetector):
         return {name: self.stacked_.model(j) for j, name in enumerate(self.signals_)}
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> Self:
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> Self:
         """Fit on a training frame; ``trials`` gives the requests behind ratio columns' rows.
 
         ``trials`` has the frame's index and some of its columns (NaN where unknown); every
-        column it holds is scored as a ratio of counts.
+        column it holds is scored as a ratio of counts. ``covariates``: load signals that
+        ``explained_by`` names and the frame lacks.
         """
         self._validate_params()
         frame = check_frame(frame)
-        initial = self._fit_model(frame, trials)
+        initial = self._fit_model(frame, trials, covariates)
         self.initial_state_ = copy.deepcopy(initial)
-        self.train_decomposition_, self.state_ = self._decompose(frame, initial, trials)
+        self.train_decomposition_, self.state_ = self._decompose(frame, initial, trials, covariates)
         self.train_scores_ = self.scores_from(self.train_decomposition_.z)
         return self
 
-    def _fit_model(self, frame: pd.DataFrame, trials: pd.DataFrame | None = None) -> list[Tracks]:
+    def _fit_model(
+        self,
+        frame: pd.DataFrame,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> list[Tracks]:
         t_all = seconds(frame.index)
         self.signals_ = list(frame.columns)
-        values = frame.to_numpy()
+        values = raw = frame.to_numpy()
         given = self._trials(frame, trials)
-        is_ratio = np.array(
-            [
-                (given is not None and bool(np.isfinite(given[:, j]).any()))
-                or (self.ratios == "auto" and looks_like_ratio(values[:, j]))
-                for j in range(values.shape[1])
-            ],
-            dtype=bool,
-        )
+        is_ratio = ratio_columns(values, t_all, given, auto=self.ratios == "auto")
+        # Load-aware columns are modelled as they would be at the typical load.
+        load = LoadAdjustment()
+        self.load_ = load.fit(frame, covariates, self.explained_by, is_ratio, self.load_mode)
+        effect = self.load_.effects(frame, covariates)
+        if effect is not None:
+            values = effect.to_typical(values)
         models = []
         for j in range(values.shape[1]):
             ok = np.isfinite(values[:, j])
@@ -201,8 +210,8 @@ class SeasonalBaseline(BaseDetector):
             t_all, values, given, ratios=is_ratio, bins=int(self.bins_per_day), step_s=step
         )
         # Bands of signals that never go below 0 (latency, ratios, rates) stop at 0.
-        finite = np.isfinite(values)
-        self.nonnegative_ = ~(finite & (np.where(finite, values, 0.0) < 0.0)).any(axis=0)
+        finite = np.isfinite(raw)
+        self.nonnegative_ = ~(finite & (np.where(finite, raw, 0.0) < 0.0)).any(axis=0)
         # The fast and the slow tracker of every signal. A ratio's start at its training
         # proportion: its first value (0, or one event in a dozen) is no estimate of it.
         trackers = [Tracks.start(len(models)), Tracks.start(len(models))]
@@ -213,26 +222,13 @@ class SeasonalBaseline(BaseDetector):
 
     def _trials(self, frame: pd.DataFrame, trials: pd.DataFrame | None) -> np.ndarray | None:
         """``trials`` as an array in the frame's rows and columns (NaN where not given)."""
-        if trials is None:
-            return None
-        unknown = [c for c in trials.columns if c not in frame.columns]
-        if unknown:
-            raise ValueError(f"trials for columns the frame does not have: {unknown}")
-        return trials.reindex(index=frame.index, columns=frame.columns).to_numpy(np.float64)
-
-    def _offset(self, x: np.ndarray) -> float:
-        positive = x[x > 0]
-        if self.transform == "none" or positive.size == 0:
-            return math.nan
-        if self.transform == "auto" and (x.size == 0 or x.min() < 0):
-            return math.nan
-        return 0.05 * float(np.median(positive))
+        return None if trials is None else trials_array(frame, trials)
 
     def _fit_signal(self, t: np.ndarray, raw: np.ndarray, *, ratio: bool = False) -> SeasonalFit:
         bins = int(self.bins_per_day)
         # A ratio of counts is modelled as it is, at one proportion all day: its night-time
         # medians (0) would draw a daily profile that only says nights have fewer requests.
-        offset = math.nan if ratio else self._offset(raw)
+        offset = math.nan if ratio else log_offset(raw, self.transform)
         if self.transform == "log" and math.isnan(offset) and not ratio:
             raise ValueError("transform='log' needs positive values in every signal")
         x = raw if math.isnan(offset) else np.log(np.maximum(raw + offset, 1e-300))
@@ -264,7 +260,7 @@ class SeasonalBaseline(BaseDetector):
         deseason = x - phase_lookup(profile, period, t) if period else x
         # The smoothers below are linear: one absurd value (1e6 in a series of tens) would
         # leave its trace in hours of residuals, and so in the scales. Winsorised for them.
-        deseason = _winsorised(deseason)
+        deseason = winsorised(deseason)
         if self.level_halflife == "auto":
             halflife = best_halflife(deseason) * step
         else:
@@ -283,19 +279,38 @@ class SeasonalBaseline(BaseDetector):
         return step if self.level_halflife == "auto" else float(self.level_halflife)
 
     def _decompose(
-        self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
+        self,
+        frame: pd.DataFrame,
+        state: list[Tracks],
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
     ) -> tuple[Decomposition, list[Tracks]]:
-        parts, state = self._parts(frame, state, trials)
+        parts, state = self._parts(frame, state, trials, covariates)
         return parts.frames(frame.index, pd.Index(self.signals_)), state
 
+    def load_effects(
+        self, frame: pd.DataFrame, covariates: pd.DataFrame | None = None
+    ) -> LoadEffect | None:
+        """What the load of ``frame``'s rows does to each signal; None without a load model."""
+        load = getattr(self, "load_", None)  # models saved before load-aware expectations
+        return None if load is None else load.effects(frame, covariates)
+
     def _parts(
-        self, frame: pd.DataFrame, state: list[Tracks], trials: pd.DataFrame | None = None
+        self,
+        frame: pd.DataFrame,
+        state: list[Tracks],
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
     ) -> tuple[Parts, list[Tracks]]:
-        # Every signal at once in arrays: with many signals and few rows (the streaming case)
-        # per-signal numpy calls on tiny arrays would dominate the cost.
+        """Residuals, expectation and band of the rows (long: one pass over every signal at
+        once in arrays; with many signals and few rows, per-signal calls would dominate)."""
         t = seconds(frame.index)
         models, counts = self.stacked_, self.counts_
-        raw = frame.reindex(columns=self.signals_).to_numpy()
+        frame = frame.reindex(columns=self.signals_)
+        raw = frame.to_numpy()
+        effect = self.load_effects(frame, covariates)
+        if effect is not None:
+            raw = effect.to_typical(raw)
         x = models.forward(raw)
         season = models.season(t)
         d = x - season
@@ -335,7 +350,13 @@ class SeasonalBaseline(BaseDetector):
         lower = models.backward(centre - self.band * s_slow)
         lower = np.where(self.nonnegative_, np.maximum(lower, 0.0), lower)
         upper = models.backward(centre + self.band * s_slow)
-        return Parts(z, u, models.backward(centre), lower, upper, events, means), state
+        expected = models.backward(centre)
+        factors = None
+        if effect is not None:
+            expected, lower, upper = (effect.at_load(v) for v in (expected, lower, upper))
+            lower = np.where(self.nonnegative_, np.maximum(lower, 0.0), lower)
+            factors = effect.factor
+        return Parts(z, u, expected, lower, upper, events, means, factors), state
 
     def _run(self, frame: pd.DataFrame, state: list[Tracks]) -> tuple[pd.DataFrame, list[Tracks]]:
         dec, state = self._decompose(frame, state)
@@ -346,7 +367,12 @@ class SeasonalBaseline(BaseDetector):
         return directional_scores(z, self.directions)
 
     def decomposition(
-        self, frame: pd.DataFrame, *, trials: pd.DataFrame | None = None, advance: bool
+        self,
+        frame: pd.DataFrame,
+        *,
+        trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
+        advance: bool,
     ) -> Parts:
         """Residuals, expectations and bands of a checked frame, as arrays (the ensemble's path,
         as :meth:`~detector.core.base.BaseDetector.run` is the families'); ``advance`` keeps
@@ -355,7 +381,7 @@ class SeasonalBaseline(BaseDetector):
         ``trials`` are the requests behind ratio columns' rows, as at ``fit`` (NaN or absent:
         the trials inferred for the time of day).
         """
-        parts, _ = self._parts(frame, self._state(advance), trials)
+        parts, _ = self._parts(frame, self._state(advance), trials, covariates)
         return parts
 
     def decompose(
@@ -363,9 +389,10 @@ class SeasonalBaseline(BaseDetector):
         frame: pd.DataFrame,
         *,
         trials: pd.DataFrame | None = None,
+        covariates: pd.DataFrame | None = None,
         advance: bool = False,
     ) -> Decomposition:
         """:meth:`decomposition` of any time-indexed frame (checked first), as frames."""
         frame = check_frame(frame)
-        parts = self.decomposition(frame, trials=trials, advance=advance)
+        parts = self.decomposition(frame, trials=trials, covariates=covariates, advance=advance)
         return parts.frames(frame.index, pd.Index(self.signals_))

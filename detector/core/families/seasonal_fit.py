@@ -17,7 +17,14 @@ from statsmodels.tsa.seasonal import STL
 from detector.core.robust import MAD_TO_SIGMA, Q90_TO_SIGMA, binned_quantiles, robust_sigma
 from detector.core.timeutil import DAY_S, WEEK_S, phase_lookup, phase_of
 
-__all__ = ["choose_period", "phase_scales", "seasonal_profile"]
+__all__ = [
+    "choose_period",
+    "log_offset",
+    "phase_scales",
+    "seasonal_profile",
+    "trials_array",
+    "winsorised",
+]
 
 _FINEST_BIN_S = 300.0
 _PROFILE_SHRINK_POINTS = 10.0
@@ -125,3 +132,40 @@ def phase_scales(t: np.ndarray, resid: np.ndarray, bins: int, typical: float) ->
     per_bin = np.where(np.isfinite(per_bin) & (count > 0), per_bin, overall)
     shrunk = (count * per_bin + _SHRINK_POINTS * overall) / (count + _SHRINK_POINTS)
     return np.maximum(shrunk, floor)
+
+
+# Training values further than this many typical deviations from the median are clipped before
+# the half-life and the scales are estimated.
+_WINSOR = 1000.0
+
+
+def winsorised(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped at its median plus or minus ``_WINSOR`` times its typical step.
+
+    >>> float(winsorised(np.r_[np.arange(10.0), 1e6, np.arange(10.0)]).max())
+    3005.0
+    """
+    if x.size < 3:
+        return x
+    centre = float(np.median(x))
+    step = float(np.median(np.abs(np.diff(x))))
+    spread = max(step, float(np.median(np.abs(x - centre))), 1e-12 * max(1.0, abs(centre)))
+    return np.clip(x, centre - _WINSOR * spread, centre + _WINSOR * spread)
+
+
+def log_offset(x: np.ndarray, transform: str) -> float:
+    """The ``c`` of a ``log(x + c)`` model of ``x`` under ``transform``; NaN: model as it is."""
+    positive = x[x > 0]
+    if transform == "none" or positive.size == 0:
+        return math.nan
+    if transform == "auto" and (x.size == 0 or x.min() < 0):
+        return math.nan
+    return 0.05 * float(np.median(positive))
+
+
+def trials_array(frame: pd.DataFrame, trials: pd.DataFrame) -> np.ndarray:
+    """``trials`` in ``frame``'s rows and columns (NaN where not given), checked."""
+    unknown = [c for c in trials.columns if c not in frame.columns]
+    if unknown:
+        raise ValueError(f"trials for columns the frame does not have: {unknown}")
+    return trials.reindex(index=frame.index, columns=frame.columns).to_numpy(np.float64)

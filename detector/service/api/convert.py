@@ -16,7 +16,14 @@ from detector.service.api.schemas import (
 from detector.service.history import Event
 from detector.service.views import ActiveAnomaly, ModelStatus, SeriesStatus
 
-__all__ = ["anomaly_public", "event_public", "json_safe", "model_public", "series_public"]
+__all__ = [
+    "anomaly_public",
+    "event_public",
+    "json_safe",
+    "model_public",
+    "series_public",
+    "summary",
+]
 
 
 def json_safe(value: Any) -> Any:
@@ -48,9 +55,41 @@ def _values(point: ScoredPoint) -> dict[str, float | None]:
     }
 
 
+def _expectation(s: SeriesStatus | ActiveAnomaly) -> dict[str, Any]:
+    return {
+        "expected_for": "this load" if s.explained_by else "this time of day",
+        "explained_by": list(s.explained_by),
+        "load_factor": s.load_factor,
+    }
+
+
+def summary(signal: str, point: ScoredPoint, explained_by: tuple[str, ...]) -> str:
+    """One line an operator reads: the value, what was expected, and for what.
+
+    >>> p = ScoredPoint(60.0, 5.2, 2.1, 1.8, 2.5, 0.99)
+    >>> summary("latency_p99_seconds", p, ("requests_per_second",))
+    'latency_p99_seconds 5.2, expected 2.1 at this load (band 1.8-2.5)'
+    >>> summary("gpu_memory_used_mb", ScoredPoint(60.0, 19000.0, 17800.0, None, None, 1.0), ())
+    'gpu_memory_used_mb 19,000, expected 17,800 for this time of day'
+    """
+
+    def num(x: float | None) -> str:
+        if x is None:
+            return "?"
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+    basis = "at this load" if explained_by else "for this time of day"
+    text = f"{signal} {num(point.actual)}, expected {num(point.expected)} {basis}"
+    if point.lower is not None and point.upper is not None:
+        text += f" (band {num(point.lower)}-{num(point.upper)})"
+    return text
+
+
 def anomaly_public(a: ActiveAnomaly) -> AnomalyPublic:
     """An active anomaly as the API shows it."""
     return AnomalyPublic(
+        **_expectation(a),
+        summary=summary(a.signal, a.point, a.explained_by),
         event_id=a.event_id,
         signal=a.signal,
         labels=a.labels,
@@ -85,6 +124,7 @@ def event_public(e: Event) -> EventPublic:
 def series_public(s: SeriesStatus) -> SeriesPublic:
     """The latest point of one series."""
     return SeriesPublic(
+        **_expectation(s),
         labels=s.labels,
         timestamp=utc(s.point.at),
         score=_score(s.point.score),

@@ -60,7 +60,22 @@ class _PointValues(_Public):
     upper: Value
 
 
-class AnomalyPublic(_PointValues):
+class _Expectation(_PointValues):
+    """A series' latest values, with what its expectation is for."""
+
+    expected_for: Literal["this load", "this time of day"] = Field(
+        description="'this load': the expectation follows the load signals in explained_by"
+    )
+    explained_by: list[str] = Field(
+        description="load signals the expectation follows (request rate, tokens per request)"
+    )
+    load_factor: Value = Field(
+        description="the load's effect on the expectation (1: the training window's typical "
+        "load; 2: twice the latency of typical load expected)"
+    )
+
+
+class AnomalyPublic(_Expectation):
     """An anomaly open now on one series; its values are the series' latest."""
 
     event_id: int
@@ -72,6 +87,9 @@ class AnomalyPublic(_PointValues):
     detectors: list[str] = Field(description="families whose score is above the threshold")
     contributions: dict[str, float] = Field(
         description="isolation forest: feature -> contribution, largest first"
+    )
+    summary: str = Field(
+        description="e.g. 'latency_p99_seconds 5.2, expected 2.1 at this load (band 1.8-2.5)'"
     )
 
 
@@ -107,7 +125,7 @@ class EventsPublic(_Public):
     next_offset: int | None
 
 
-class SeriesPublic(_PointValues):
+class SeriesPublic(_Expectation):
     """The latest scored point of one series of a signal."""
 
     labels: dict[str, str]

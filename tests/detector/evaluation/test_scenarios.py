@@ -60,7 +60,7 @@ def scenarios() -> dict[tuple[str, int], Scenario]:
 
 
 def test_names_and_directions() -> None:
-    assert len(SCENARIO_NAMES) == 10
+    assert len(SCENARIO_NAMES) == 13
     assert set(SIGNAL_DIRECTIONS.values()) <= {"up", "down", "both"}
     assert SIGNAL_DIRECTIONS["requests_per_second"] == "both"
 

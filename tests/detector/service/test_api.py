@@ -35,7 +35,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _series(signal: str, labels: dict[str, str], actual: float, score: float) -> SeriesStatus:
+    load = {"explained_by": ("rps",), "load_factor": 1.6} if signal.startswith("latency") else {}
     return SeriesStatus(
+        **load,
         signal=signal,
         labels=labels,
         point=ScoredPoint(T0 + 600, actual=actual, expected=1.0, lower=0.8, upper=1.2, score=score),
@@ -79,6 +81,8 @@ class FakeView:
                 ),
                 families=["seasonal", "iforest"],
                 contributions={"latency_p95 level": 3.1, "rps level": -0.2},
+                explained_by=("rps",),
+                load_factor=1.6,
             )
         ]
 
@@ -173,6 +177,10 @@ def test_active_anomalies(client: TestClient) -> None:
     assert (a["lower"], a["upper"]) == (0.8, 1.2)
     assert a["detectors"] == ["seasonal", "iforest"]
     assert list(a["contributions"]) == ["latency_p95 level", "rps level"]
+    # The expectation is the one for the load of the moment, and the text says so.
+    assert a["expected_for"] == "this load" and a["explained_by"] == ["rps"]
+    assert a["load_factor"] == 1.6
+    assert a["summary"] == "latency_p95 2.4, expected 1 at this load (band 0.8-1.2)"
     assert client.get("/api/v1/anomalies", params={"signal": "rps"}).json()["count"] == 0
 
 
@@ -230,6 +238,13 @@ def test_signals(client: TestClient) -> None:
     )
     assert first["anomalous"] and first["detector_scores"]["seasonal"] == 0.99
     assert rps["series"][0]["actual"] is None and rps["series"][0]["stale"]  # NaN -> null
+    assert (first["expected_for"], first["explained_by"], first["load_factor"]) == (
+        "this load",
+        ["rps"],
+        1.6,
+    )
+    assert rps["series"][0]["expected_for"] == "this time of day"
+    assert rps["series"][0]["explained_by"] == [] and rps["series"][0]["load_factor"] is None
     assert gpu["series"] == []
     assert (body["series_total"], body["limit"], body["offset"]) == (3, 1000, 0)
     one = client.get("/api/v1/signals/rps")

@@ -21,6 +21,8 @@ def _status(labels: dict[str, str], *, stale: bool = False, version: str | None 
         stale=stale,
         model_version=version,
         event_peak=0.999,
+        explained_by=("requests_per_second",),
+        load_factor=1.3,
     )
 
 
@@ -76,6 +78,7 @@ def test_every_metric_with_source_labels():
     assert get("llmwatch_expected_upper", base) == 1.2
     assert get("llmwatch_anomalous", base) == 1.0
     assert get("llmwatch_event_peak_score", base) == 0.999
+    assert get("llmwatch_load_factor", base) == 1.3
     info = {"signal": "latency", "detector": "seasonal", "version": "v1"}
     assert get("llmwatch_model_info", info) == 1.0
     assert get("llmwatch_model_age_seconds", {"signal": "latency"}) == 60.0
@@ -92,6 +95,7 @@ def test_every_metric_with_source_labels():
         "llmwatch_expected_upper",
         "llmwatch_anomalous",
         "llmwatch_event_peak_score",
+        "llmwatch_load_factor",
         "llmwatch_model_info",
         "llmwatch_model_age_seconds",
         "llmwatch_last_run_timestamp_seconds",

@@ -83,3 +83,27 @@ def test_train_signal_publishes_a_model_the_registry_loads(tmp_path):
         signals=[{"name": "mem", "query": "unused", "step": "5m"}],
     )
     assert train_signal(short, short.signal("mem"), source, registry, end=end) is None
+
+
+def test_a_latency_is_trained_at_the_load_of_its_rows(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4 * 288
+    idx = pd.date_range("2026-01-05", periods=n, freq="5min", name="timestamp")
+    rate = 1 + 15 * np.clip(np.sin(2 * np.pi * np.arange(n) / 288), 0, None)
+    latency = 2 * (1 + 2 * (rate / 40) ** 2) * np.exp(0.03 * rng.standard_normal(n))
+    frame = pd.DataFrame({"latency_p99_seconds{}": latency, "requests_per_second{}": rate}, idx)
+    frame.to_csv(tmp_path / "h.csv", date_format="%Y-%m-%dT%H:%M:%SZ")
+    signals = [
+        {"name": "latency_p99_seconds", "query": "unused", "step": "5m"},
+        {"name": "requests_per_second", "query": "unused", "step": "5m"},
+    ]
+    settings = load_settings(
+        None, registry_root=tmp_path / "m", min_train_span="1d", signals=signals
+    )
+    registry = ModelRegistry(settings.registry_root)
+    signal = settings.signal("latency_p99_seconds")
+    end = idx[-1].timestamp()
+    version = train_signal(settings, signal, FileSource(tmp_path / "h.csv"), registry, end=end)
+    assert version is not None and version.params["explained_by"] == ["requests_per_second"]
+    model = registry.load(version).model
+    assert model.ensemble.explained_signals() == {"{}": ("requests_per_second",)}

@@ -62,6 +62,9 @@ def test_precedence_is_flags_then_environment_then_file(tmp_path, monkeypatch):
         ("signals: [{name: a, query: x, denominator: rps}]\n", "denominator 'rps' is not"),
         ("signals: [{name: a, query: x, denominator: a}]\n", "must be another signal"),
         ("signals: [{name: a, query: x, accept_after: soon}]\n", "signals.0.accept_after"),
+        ("signals: [{name: a, query: x, explained_by: [rps]}]\n", "explained_by ['rps'] must"),
+        ("signals: [{name: a, query: x, explained_by: [a]}]\n", "explained_by ['a'] must"),
+        ("signals: [{name: a, query: x, explained_by: rps}]\n", "signals.0.explained_by"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, text, message):
@@ -85,6 +88,26 @@ def test_shards_partition_series_stably():
     assert owners != other
     with pytest.raises(ValueError, match="i/n"):
         Shard.parse("1-2")
+
+
+def test_latencies_follow_the_load_signals_unless_told_otherwise(tmp_path):
+    shipped = load_settings("configs/detector.yaml")
+    load = shipped.load_signals("latency_p99_seconds")
+    assert "requests_per_second" in load and "output_tokens_per_request" in load
+    # Requests running or waiting rise in a regression too: never a load covariate.
+    assert not {"requests_running", "requests_waiting"} & set(load)
+    assert shipped.load_signals("requests_per_second") == ()
+    assert shipped.load_signals("gpu_memory_used_mb") == ()
+    order = shipped.scoring_order()
+    assert order.index("requests_per_second") < order.index("latency_p99_seconds")
+    text = (
+        "signals: [{name: latency_p99, query: x, explained_by: []},"
+        " {name: ttft, query: y, explained_by: [rps]}, {name: rps, query: z}]\n"
+    )
+    settings = load_settings(_write(tmp_path, text))
+    assert settings.load_signals("latency_p99") == ()
+    assert settings.load_signals("ttft") == ("rps",)
+    assert settings.scoring_order()[0] == "rps"
 
 
 def test_signal_settings_reach_the_ensemble(tmp_path):
