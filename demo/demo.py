@@ -23,6 +23,7 @@ from typing import Any
 
 from demo.launch import StackLauncher, StackOptions
 from demo.seed import SeedReport, calibrate_and_seed
+from demo.stackfile import describe_stack, write_stack_file
 from demo.supervisor import Supervisor, terminate_on_signals
 from demo.webhook import ReceivedAlert
 
@@ -120,8 +121,16 @@ def _describe_anomaly(item: dict[str, Any]) -> str:
     )
 
 
-def bring_up(stack: StackLauncher, say: Say) -> SeedReport:
-    """Start every component, calibrate, seed the history and start the detector."""
+def bring_up(
+    stack: StackLauncher,
+    say: Say,
+    *,
+    started_at: float | None = None,
+    stops_at: float | None = None,
+) -> SeedReport:
+    """Start every component, calibrate, seed the history and start the detector; then write
+    ``stack.json`` (:mod:`demo.stackfile`; ``started_at`` default now, ``stops_at`` none)."""
+    started_at = time.time() if started_at is None else started_at
     opts = stack.options
     stack.prepare()
     say(f"state in {stack.state} (logs in {stack.supervisor.log_dir})")
@@ -153,6 +162,8 @@ def bring_up(stack: StackLauncher, say: Say) -> SeedReport:
     say("detector    fitting a model per signal on the history ...")
     stack.start_detector()
     say(f"detector    {stack.url('detector')}/docs ready, models fitted")
+    info = describe_stack(stack, started_at=started_at, stops_at=stops_at)
+    say(f"stack file  {write_stack_file(stack.stack_file, info)} (URLs, config, registry)")
     return seed
 
 
@@ -258,7 +269,9 @@ def _timeline(
     result: DemoResult,
     arrived: queue.Queue[ReceivedAlert],
 ) -> None:
-    seed = bring_up(stack, say)
+    seed = bring_up(
+        stack, say, started_at=result.started, stops_at=result.started + plan.duration_s
+    )
     result.ready = time.time()
     fault = _fault_body(plan, seed)
     signals = FAULT_SIGNALS[fault["kind"]]

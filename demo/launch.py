@@ -37,6 +37,7 @@ from demo.render import (
     write_stack_configs,
 )
 from demo.runconfig import write_calibration_config, write_detector_config
+from demo.stackfile import STACK_FILE_NAME, remove_stack_file
 from demo.supervisor import ManagedProcess, ProcessSpec, Supervisor, http_status
 from demo.synth import utc_hour
 from demo.webhook import AlertReceiver, ReceivedAlert
@@ -172,7 +173,8 @@ class StackLauncher:
                     "apt-get install prometheus prometheus-alertmanager"
                 )
         self.state.mkdir(parents=True, exist_ok=True)
-        for name in ("config", "prometheus", "alertmanager", "detector", "alerts.jsonl"):
+        stale = ("config", "prometheus", "alertmanager", "detector", "alerts.jsonl")
+        for name in (*stale, STACK_FILE_NAME):
             path = self.state / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -297,11 +299,16 @@ class StackLauncher:
         self.prometheus_started = time.time()
         return child
 
+    @property
+    def detector_config_path(self) -> Path:
+        """Where :meth:`detector_config` writes the detector's settings."""
+        return self.state / "config" / "detector.yaml"
+
     def detector_config(self) -> Path:
         """``configs/detector.yaml`` pointed at this stack, its state under the state folder."""
         opts = self.options
         return write_detector_config(
-            self.state / "config" / "detector.yaml",
+            self.detector_config_path,
             prometheus_url=self.url("prometheus"),
             port=int(self.addresses.detector.rsplit(":", 1)[1]),
             state_dir=self.state / "detector",
@@ -334,6 +341,11 @@ class StackLauncher:
             time.sleep(0.5)
         return child
 
+    @property
+    def stack_file(self) -> Path:
+        """``stack.json`` in the state folder (:mod:`demo.stackfile`)."""
+        return self.state / STACK_FILE_NAME
+
     # -- talking to the components ----------------------------------------------------------------
     def get_json(self, component: str, path: str, timeout: float = 5.0) -> Any:
         """GET a JSON document from a component (HTTP errors raise)."""
@@ -359,5 +371,7 @@ class StackLauncher:
         return self.webhook.alerts()
 
     def close(self) -> None:
-        """Stop the webhook receiver (the supervisor stops the children)."""
+        """Stop the webhook receiver and remove :attr:`stack_file` (the supervisor stops the
+        children)."""
+        remove_stack_file(self.stack_file)
         self.webhook.stop()

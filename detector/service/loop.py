@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -353,6 +354,10 @@ class DetectorService:
     def models(self) -> list[ModelStatus]:
         """The model served for each signal."""
         return list(self._snapshot.models)
+
+    def registry_root(self) -> Path:
+        """The absolute folder of the model registry the service reads and publishes to."""
+        return Path(self.registry.root).resolve()
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` when the source answers and every signal with data has a model."""

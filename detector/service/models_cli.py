@@ -2,13 +2,19 @@
 
 The registry root is ``--root`` when given, else ``registry_root`` of the detector configuration
 (``--config``, by default ``configs/detector.yaml`` when it exists, plus environment overrides).
+A root that does not exist is an error (exit 2), not an empty registry: a mistyped path or a
+command run outside the repository would otherwise look like "no models".
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("list", help="versions of every signal (or of one)")
     p.add_argument("signal", nargs="?", help="only this signal")
     _add_common(p)
-    p.set_defaults(func=_run_list)
+    p.set_defaults(func=_guarded(_run_list))
     p = actions.add_parser(
         "show", help="manifest of a version, with its artifact's format and checksum verified"
     )
     p.add_argument("signal")
     p.add_argument("version", nargs="?", help="version id (default: the current one)")
     _add_common(p)
-    p.set_defaults(func=_run_show)
+    p.set_defaults(func=_guarded(_run_show))
     p = actions.add_parser(
         "rollback",
         help="serve an older version until the next one is published",
@@ -59,25 +65,85 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("signal")
     p.add_argument("version", nargs="?", help="version id (default: the one before the current)")
     _add_common(p)
-    p.set_defaults(func=_run_rollback)
+    p.set_defaults(func=_guarded(_run_rollback))
 
 
-def _registry(args: argparse.Namespace) -> ModelRegistry:
-    from detector.registry.store import ModelRegistry
+_ENV_ROOT = "LLMWATCH_DETECTOR_REGISTRY_ROOT"
+# Evaluation figures the listing shows, as stored by `llmwatch train` (plain names) or by the
+# notebooks' publish_candidate (``scenarios_`` prefix); the first key present wins.
+_FIGURES = (
+    ("F1", "f1"),
+    ("PRECISION", "precision"),
+    ("RECALL", "recall"),
+    ("FA/DAY", "fa_per_day"),
+    ("NAB", "nab_standard"),
+)
 
+
+class _NoRoot(Exception):
+    """The registry root does not exist (exit 2, not 1: the command was pointed nowhere)."""
+
+
+@dataclass(frozen=True)
+class _Root:
+    path: Path  # absolute
+    source: str  # where the path came from, for the user
+
+    def describe(self) -> str:
+        return f"registry: {self.path} ({self.source})"
+
+
+def _root(args: argparse.Namespace) -> _Root:
+    """The registry root and where it came from; :class:`ConfigError` on a bad config."""
     if args.root is not None:
-        return ModelRegistry(args.root)
+        return _Root(args.root.resolve(), "from --root")
     from detector.service.config import DEFAULT_CONFIG, load_settings
 
     config = args.config
     if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
-    return ModelRegistry(load_settings(config).registry_root)
+    settings = load_settings(config)
+    where = Path(config).resolve() if config is not None else None
+    if any(key.upper() == _ENV_ROOT for key in os.environ):
+        source = f"from {_ENV_ROOT}"
+    elif where is not None and "registry_root" in settings.model_fields_set:
+        source = f"from {where}: registry_root"
+    elif where is not None:
+        source = f"default; {where} does not set registry_root"
+    else:
+        source = f"default; no config: {DEFAULT_CONFIG} is not in {Path.cwd()}"
+    return _Root(settings.registry_root.resolve(), source)
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
+def _registry(args: argparse.Namespace) -> tuple[ModelRegistry, _Root]:
+    from detector.registry.store import ModelRegistry
+
+    root = _root(args)
+    if not root.path.is_dir():
+        what = "is not a folder" if root.path.exists() else "does not exist"
+        raise _NoRoot(
+            f"registry root {root.path} {what} ({root.source}); "
+            "set --root or registry_root in the config"
+        )
+    return ModelRegistry(root.path), root
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run``, with a registry root that does not exist reported as exit 2."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except _NoRoot as exc:
+            return _fail(args, str(exc), code=2)
+
+    return wrapper
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 1) -> int:
     print(f"llmwatch models {args.action}: error: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def _when(ts: float) -> str:
@@ -87,6 +153,7 @@ def _when(ts: float) -> str:
 def _summary(v: ModelVersion, current: bool) -> dict[str, object]:
     from detector.registry.manifest import artifact_problem
 
+    candidate = v.params.get("candidate")
     return {
         "signal": v.signal,
         "version": v.version,
@@ -97,6 +164,9 @@ def _summary(v: ModelVersion, current: bool) -> dict[str, object]:
         "training_end": _when(v.training_end),
         "size": v.size,
         "evaluation": v.evaluation,
+        # The notebooks' publish_candidate names the candidate; `llmwatch train` does not.
+        "candidate": str(candidate) if candidate else None,
+        "path": str(v.path),
     }
 
 
@@ -104,7 +174,7 @@ def _run_list(args: argparse.Namespace) -> int:
     from detector.registry.store import RegistryError
 
     try:
-        reg = _registry(args)
+        reg, root = _registry(args)
         names = [args.signal] if args.signal else reg.signals()
         rows = []
         for name in names:
@@ -118,28 +188,54 @@ def _run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    print(root.describe())
     if not rows:
         print(f"no model versions in {reg.root}")
         return 0
-    header = ("", "SIGNAL", "VERSION", "CREATED", "TRAINED ON", "BYTES")
+    _print_table(rows)
+    return 0
+
+
+def _figure(evaluation: object, key: str) -> str:
+    if not isinstance(evaluation, dict):
+        return "-"
+    for name in (key, f"scenarios_{key}"):
+        value = evaluation.get(name)
+        if isinstance(value, int | float):
+            return f"{value:.3g}"
+    return "-"
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    header = ["", "SIGNAL", "VERSION", "CREATED", "TRAINED ON", "BYTES"]
     table = [
-        (
+        [
             ("*" if r["current"] else "") + ("!" if r["refused"] else ""),
-            r["signal"],
-            r["version"],
-            r["created_at"],
+            str(r["signal"]),
+            str(r["version"]),
+            str(r["created_at"]),
             f"{r['training_start']} .. {r['training_end']}",
             str(r["size"]),
-        )
+        ]
         for r in rows
     ]
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    # Only the columns some version has, so a registry `llmwatch train` wrote stays narrow.
+    if any(r["candidate"] for r in rows):
+        header.append("CANDIDATE")
+        for line, r in zip(table, rows, strict=True):
+            line.append(str(r["candidate"] or "-"))
+    for title, key in _FIGURES:
+        cells = [_figure(r["evaluation"], key) for r in rows]
+        if any(c != "-" for c in cells):
+            header.append(title)
+            for line, cell in zip(table, cells, strict=True):
+                line.append(cell)
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
     for row in [header, *table]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print("(* = current)")
     if any(r["refused"] for r in rows):
         print("(! = refused: an artifact this llmwatch does not load; refit with llmwatch train)")
-    return 0
 
 
 def _run_show(args: argparse.Namespace) -> int:
@@ -147,7 +243,7 @@ def _run_show(args: argparse.Namespace) -> int:
     from detector.registry.store import RegistryError
 
     try:
-        reg = _registry(args)
+        reg, _ = _registry(args)
         if args.version:
             version = reg.get(args.signal, args.version)
         else:
@@ -186,7 +282,7 @@ def _run_rollback(args: argparse.Namespace) -> int:
     from detector.registry.store import RegistryError
 
     try:
-        reg = _registry(args)
+        reg, _ = _registry(args)
         before = reg.current(args.signal)
         target = reg.rollback(args.signal, args.version)
     except RegistryError as exc:

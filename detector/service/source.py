@@ -159,6 +159,19 @@ _COLUMN = re.compile(r"^(?P<name>[^{]+)(?P<labels>\{.*\})?$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return read_series_csv(path)[0]
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError as exc:  # pandas needs pyarrow (or fastparquet) for Parquet
+        raise ValueError(f"{path}: reading Parquet needs pyarrow ({exc})") from None
+    if "timestamp" in frame.columns:
+        frame = frame.set_index("timestamp")
+    index = pd.to_datetime(frame.index, utc=True).tz_localize(None)
+    return frame.set_axis(pd.DatetimeIndex(index), axis=0).astype(np.float64)
+
+
 class FileSource:
     """Signals read from CSV or Parquet files, for offline training and replay.
 
@@ -167,19 +180,12 @@ class FileSource:
     column (ISO-8601 or unix seconds; for Parquet also a datetime index).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, frame: pd.DataFrame | None = None) -> None:
+        """Read ``path``, or serve ``frame`` (a time index, columns named as in a file) as if
+        read from it."""
         self.path = Path(path)
-        if self.path.suffix.lower() in (".parquet", ".pq"):
-            try:
-                frame = pd.read_parquet(self.path)
-            except ImportError as exc:  # pandas needs pyarrow (or fastparquet) for Parquet
-                raise ValueError(f"{self.path}: reading Parquet needs pyarrow ({exc})") from None
-            if "timestamp" in frame.columns:
-                frame = frame.set_index("timestamp")
-            index = pd.to_datetime(frame.index, utc=True).tz_localize(None)
-            frame = frame.set_axis(pd.DatetimeIndex(index), axis=0).astype(np.float64)
-        else:
-            frame, _ = read_series_csv(self.path)
+        if frame is None:
+            frame = _read_table(self.path)
         self._columns: dict[str, list[tuple[str, dict[str, str]]]] = {}
         for column in frame.columns:
             match = _COLUMN.match(str(column).strip())

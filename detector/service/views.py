@@ -9,6 +9,7 @@ against any implementation of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from detector.core.point import ScoredPoint
@@ -108,6 +109,9 @@ class ServiceView(Protocol):
 
     def models(self) -> list[ModelStatus]:
         """The model served for each signal."""
+
+    def registry_root(self) -> Path:
+        """The absolute folder of the model registry the service reads and publishes to."""
 
     def run_stats(self) -> RunStats:
         """Figures about the service's own runs (the exporter's)."""

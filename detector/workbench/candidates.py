@@ -40,7 +40,12 @@ from detector.evaluation.events import EventMetrics
 from detector.evaluation.runner import Corpus, CorpusReport, evaluate_corpus
 from detector.evaluation.scenarios import SCENARIO_NAMES, SIGNAL_DIRECTIONS, generate
 from detector.service.config import DetectorSettings, SignalSettings
-from detector.service.training import SignalModel, fit_signal_model, trainable_columns
+from detector.service.training import (
+    SignalModel,
+    fit_signal_model,
+    load_covariates,
+    trainable_columns,
+)
 from detector.workbench.data import History
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "Candidate",
     "Replay",
     "best_candidate",
+    "candidate_thresholds",
     "candidates_from",
     "evaluate_scenarios",
     "evaluation_table",
@@ -234,10 +240,13 @@ def replay_history(
         columns = trainable_columns(train, settings.min_train_points, settings.min_train_span)
         if not columns or test.shape[0] == 0:
             continue
+        # Latencies are fitted and scored at the load of their rows, as the service does.
+        loads = {n: history[n].frame for n in settings.load_signals(name) if n in history}
         for candidate in candidates:
             signal = candidate.apply(settings.signal(name))
-            model = fit_signal_model(train[columns], signal, batch.labels)
-            scores = model.ensemble.update(test[columns])
+            covariates = load_covariates(train, loads)
+            model = fit_signal_model(train[columns], signal, batch.labels, None, covariates)
+            scores = model.ensemble.update(test[columns], None, load_covariates(test, loads))
             out.append(Replay(candidate.name, name, signal, model, scores))
     return out
 
@@ -299,6 +308,11 @@ def history_table(replays: Iterable[Replay]) -> pd.DataFrame:
     if parts:
         table = pd.concat(parts, ignore_index=True)
     return table.set_index(["candidate", "signal"])
+
+
+def candidate_thresholds(replays: Iterable[Replay]) -> dict[str, float]:
+    """Each candidate's entry threshold (``thresholds.enter``), to draw it at its own."""
+    return {r.candidate: r.settings.thresholds.enter for r in replays}
 
 
 def score_samples(replays: Iterable[Replay]) -> dict[str, np.ndarray]:

@@ -102,8 +102,18 @@ def notebook_settings(
     *,
     prometheus_url: str | None = None,
     registry_root: str | Path | None = None,
+    stack: Mapping[str, Any] | None = None,
 ) -> DetectorSettings:
-    """The detector configuration at ``config`` with the notebook's URL and registry on top."""
+    """The detector configuration at ``config`` with the notebook's URL and registry on top.
+
+    What is None comes from ``stack`` (the running demo's ``var/demo/stack.json``, see
+    :func:`~detector.workbench.offline.demo_stack`) where it names it; a config still None is
+    the defaults of :func:`~detector.service.config.load_settings`.
+    """
+    stack = stack or {}
+    config = config if config is not None else stack.get("config")
+    prometheus_url = prometheus_url or stack.get("prometheus_url")
+    registry_root = registry_root if registry_root is not None else stack.get("registry_root")
     overrides: dict[str, Any] = {}
     if prometheus_url:
         overrides["prometheus"] = {"url": prometheus_url}

@@ -290,9 +290,13 @@ def plot_correlation(
     return finish(fig, save)
 
 
-def show(paths: Iterable[str | Path]) -> None:
-    """Display saved PNGs in a notebook, in order (exactly what was written to disk)."""
-    from IPython.display import Image, display
+def show(paths: Iterable[str | Path], *, headings: bool = False) -> None:
+    """Display saved PNGs in a notebook, in order (exactly what was written to disk); with
+    ``headings``, each under a heading named after its file (``decomposition: latency_p95``)."""
+    from IPython.display import Image, Markdown, display
 
     for path in paths:
+        if headings:
+            kind, _, name = Path(path).stem.partition("-")
+            display(Markdown(f"### {kind}: {name}"))
         display(Image(filename=str(path)))

@@ -32,6 +32,7 @@ from detector.core.robust import robust_sigma
 from detector.core.timeutil import DAY_S
 from detector.service.config import DetectorSettings
 from detector.service.source import Source, series_key
+from detector.workbench.candidates import Candidate, Replay, replay_history
 from detector.workbench.data import column_label, pull_history, readable
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "group_events",
     "incident_summary",
     "incident_window",
+    "load_events",
     "moved_together",
+    "replay_events",
     "review_history",
 ]
 
@@ -151,6 +154,87 @@ def fetch_events(
     rows = [_event_row(item, now) for item in items]
     table = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     return table.sort_values(["start", "id"], ignore_index=True)
+
+
+def load_events(
+    api_url: str,
+    settings: DetectorSettings,
+    source: Source,
+    start: float,
+    end: float,
+    *,
+    signal: str | None = None,
+    offline: bool = False,
+) -> pd.DataFrame:
+    """The events over ``[start, end]``: the running detector's (:func:`fetch_events`), or, when
+    working ``offline`` or when it does not answer (said), :func:`replay_events` over the same
+    data."""
+    if not offline:
+        try:
+            return fetch_events(api_url, start, end, signal=signal)
+        except httpx.TransportError as exc:
+            print(
+                f"the detector at {api_url} does not answer ({type(exc).__name__}): showing "
+                "the events the configured detector records when replayed over the range"
+            )
+    return replay_events(settings, source, start, end, signal=signal)
+
+
+def replay_events(
+    settings: DetectorSettings,
+    source: Source,
+    start: float,
+    end: float,
+    *,
+    signal: str | None = None,
+    train_days: float = 7.0,
+) -> pd.DataFrame:
+    """The events a detector with the configured settings would have recorded over
+    ``[start, end]``, fitted on the ``train_days`` before ``start``: :func:`fetch_events`
+    without a running service (offline data, or a range the service did not watch).
+
+    Same columns; ``model_version`` is ``"replay"``.
+    """
+    names = None if signal is None else [signal]
+    history = pull_history(settings, start - train_days * DAY_S, end, signals=names, source=source)
+    items: list[dict[str, Any]] = []
+    for replay in replay_history(history, settings, [Candidate("as configured")], split=start):
+        items += _replayed(replay, history[replay.signal].labels, len(items))
+    now = pd.Timestamp(end, unit="s", tz=UTC)
+    table = pd.DataFrame([_event_row(i, now) for i in items], columns=list(EVENT_COLUMNS))
+    return table.sort_values(["start", "id"], ignore_index=True)
+
+
+def _replayed(replay: Replay, labels: dict[str, dict[str, str]], first_id: int) -> list[dict]:
+    """A replay's runs of ``anomalous`` as the API's event records."""
+    res, enter = replay.scores, replay.settings.thresholds.enter
+    flags = res.signal_anomalous.to_numpy() != 0
+    stamps = res.signal_anomalous.index.tz_localize("UTC")
+    out = []
+    for j, key in enumerate(res.signal_anomalous.columns):
+        on = flags[:, j]
+        starts = np.flatnonzero(on & ~np.r_[False, on[:-1]])
+        stops = np.flatnonzero(on & ~np.r_[on[1:], False])
+        for i0, i1 in zip(starts, stops, strict=True):
+            scores = res.signal_scores.iloc[i0 : i1 + 1, j].to_numpy()
+            peak = i0 + int(np.argmax(scores))
+            fired = res.family_scores.xs(key, axis=1, level=0).iloc[i0 : i1 + 1].max() >= enter
+            value = {n: getattr(res, n).iat[peak, j] for n in ("actual", "expected", "lower")}
+            out.append({
+                "id": first_id + len(out) + 1,
+                "signal": replay.signal,
+                "labels": labels.get(key, {}),
+                "start": stamps[i0].isoformat(),
+                "end": None if i1 == len(on) - 1 else stamps[i1].isoformat(),
+                "open": bool(i1 == len(on) - 1),
+                "peak_at": stamps[peak].isoformat(),
+                "peak_score": float(scores.max()),
+                **{n: float(v) for n, v in value.items()},
+                "upper": float(res.upper.iat[peak, j]),
+                "detectors": sorted(str(f) for f, hit in fired.items() if hit),
+                "model_version": "replay",
+            })  # fmt: skip
+    return out
 
 
 def group_events(events: pd.DataFrame, *, gap: str | pd.Timedelta = "15min") -> pd.DataFrame:

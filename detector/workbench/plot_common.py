@@ -8,11 +8,13 @@ API's ISO times); axes show them in the zone asked for, by default this machine'
 
 from __future__ import annotations
 
+import warnings
 from datetime import tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import matplotlib.dates as mdates
+import numpy as np
 import pandas as pd
 from dateutil import tz as dateutil_tz
 from matplotlib.axes import Axes
@@ -23,6 +25,8 @@ __all__ = [
     "BAND_COLOR",
     "STYLE",
     "axis_label",
+    "draw_dense",
+    "envelope",
     "finish",
     "legend_outside",
     "local_times",
@@ -106,3 +110,32 @@ def finish(fig: Figure, save: str | Path | None) -> Figure:
     if save is not None:
         save_png(fig, save)
     return fig
+
+
+def envelope(
+    when: pd.DatetimeIndex, values: np.ndarray, *, max_points: int = 1500
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray] | None:
+    """Times, minima and maxima of consecutive buckets of ``values``, when there are more than
+    ``max_points`` (a week of minutes drawn point by point is a solid block); None otherwise."""
+    n = len(values)
+    if n <= max_points:
+        return None
+    size = int(np.ceil(n / max_points))
+    pad = (-n) % size
+    padded = np.r_[np.asarray(values, dtype=np.float64), np.full(pad, np.nan)].reshape(-1, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a bucket of gaps only: NaN, a gap
+        low, high = np.nanmin(padded, axis=1), np.nanmax(padded, axis=1)
+    return when[::size], low, high
+
+
+def draw_dense(
+    ax: Axes, when: pd.DatetimeIndex, values: np.ndarray, *, color: str, label: str, lw: float = 0.8
+) -> None:
+    """A line, or its min-max :func:`envelope` when it has too many points to be read as one."""
+    dense = envelope(when, np.asarray(values, dtype=np.float64))
+    if dense is None:
+        ax.plot(when, values, lw=lw, color=color, label=label)
+    else:
+        t, low, high = dense
+        ax.fill_between(t, low, high, color=color, alpha=0.55, lw=0, label=f"{label} (min-max)")

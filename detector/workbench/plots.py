@@ -37,6 +37,7 @@ from detector.workbench.plot_common import (
     BAND_COLOR,
     STYLE,
     axis_label,
+    draw_dense,
     finish,
     legend_outside,
     local_times,
@@ -150,7 +151,7 @@ def _plot_observed(
     label: str,
     zone: tzinfo,
 ) -> None:
-    ax.plot(when, x, lw=0.8, color="#555555", label="observed")
+    draw_dense(ax, when, x, color="#555555", label="observed")
     ax.plot(when, trend, lw=1.6, color="#1f77b4", label="trend (level tracker)")
     ax.set(title=f"{signal}: observed and trend", ylabel=label)
     legend_outside(ax)
@@ -166,7 +167,7 @@ def _plot_residual(
     unit: str,
     zone: tzinfo,
 ) -> None:
-    ax.plot(when, residual, lw=0.8, color="#555555", label="residual")
+    draw_dense(ax, when, residual, color="#555555", label="residual")
     ax.fill_between(when, -half_band, half_band, color=BAND_COLOR, alpha=0.5, label="band")
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set(title=f"{signal}: residual", ylabel=axis_label("residual", unit))
@@ -231,16 +232,14 @@ def plot_actual_vs_expected(
         fig = Figure(figsize=(11, 6.5 if score is not None else 4.5), layout="constrained")
         axes = fig.subplots(2 if score is not None else 1, 1, sharex=True, squeeze=False)[:, 0]
         ax = axes[0]
+        low = lower.to_numpy(dtype=np.float64)
+        if (actual.dropna() >= 0).all():  # a band of a never-negative signal stops at 0
+            low = np.maximum(low, 0.0)
         ax.fill_between(
-            when,
-            lower.to_numpy(),
-            upper.to_numpy(),
-            color=BAND_COLOR,
-            alpha=0.5,
-            label="expected band",
+            when, low, upper.to_numpy(), color=BAND_COLOR, alpha=0.5, label="expected band"
         )
         ax.plot(when, expected.to_numpy(), color="#1f77b4", lw=1.2, label="expected")
-        ax.plot(when, actual.to_numpy(), color="#333333", lw=0.9, label="actual")
+        draw_dense(ax, when, actual.to_numpy(), color="#333333", label="actual", lw=0.9)
         if anomalous is not None:
             _mark_anomalies(axes, when, actual, anomalous)
         ax.set(title=f"{name}: actual vs expected", ylabel=axis_label(name, unit))
@@ -318,15 +317,16 @@ def plot_ensemble_scores(
 def plot_score_distributions(
     scores: Mapping[str, Any] | pd.DataFrame,
     *,
-    threshold: float | None = 0.95,
+    threshold: float | Mapping[str, float] | None = 0.95,
     bins: int = 50,
     title: str = "Anomaly score distributions",
     save: str | Path | None = None,
 ) -> Figure:
     """Histograms of calibrated scores in [0, 1], one per candidate (or detector), log counts.
 
-    Well-calibrated normal data piles up near 0 with a thin tail; the share above ``threshold``
-    is how often a candidate would alert, shown in the legend.
+    Well-calibrated normal data piles up near 0 with a thin tail; the share above the threshold
+    is how often a candidate would alert, shown in the legend. ``threshold`` is one for all, or
+    each candidate's own (its ``enter``), drawn in its colour.
     """
     columns = list(scores.items())
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -336,11 +336,16 @@ def plot_score_distributions(
         for name, values in columns:
             v = np.asarray(values, dtype=np.float64)
             v = v[np.isfinite(v)]
+            level = threshold.get(name) if isinstance(threshold, Mapping) else threshold
             above = ""
-            if threshold is not None and v.size:
-                above = f", {np.mean(v >= threshold):.2%} >= {threshold:g}"
-            ax.hist(v, bins=edges, histtype="step", lw=1.5, label=f"{name} (n={v.size}{above})")
-        if threshold is not None:
+            if level is not None and v.size:
+                above = f", {np.mean(v >= level):.2%} >= {level:g}"
+            (line,) = ax.hist(
+                v, bins=edges, histtype="step", lw=1.5, label=f"{name} (n={v.size}{above})"
+            )[2]
+            if isinstance(threshold, Mapping) and level is not None:
+                ax.axvline(level, color=line.get_edgecolor(), ls="--", lw=1.0)
+        if threshold is not None and not isinstance(threshold, Mapping):
             ax.axvline(
                 threshold, color=ANOMALY_COLOR, ls="--", lw=1.0, label=f"threshold {threshold:g}"
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from detector.workbench.candidates import Candidate
 from detector.workbench.data import History
 
 __all__ = [
+    "check_publish_target",
     "config_snippet",
     "evaluation_figures",
     "publish_candidate",
@@ -187,14 +189,51 @@ def rollback(
     }
 
 
+def _models(api_url: str, timeout: float) -> dict[str, Any]:
+    url = f"{api_url.rstrip('/')}/api/v1/models"
+    try:
+        response = httpx.get(url, timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+    except httpx.HTTPError as exc:
+        raise ConnectionError(
+            f"the detector at {api_url} does not answer {url} ({type(exc).__name__}: {exc}); "
+            "start it (`make demo`), set API_URL, or WAIT_FOR_SERVICE_S = 0 to skip the wait"
+        ) from exc
+
+
 def served_versions(api_url: str, *, timeout: float = 5.0) -> dict[str, str | None]:
     """Signal -> model version a running service serves (``GET /api/v1/models``).
 
-    Raises ``httpx.HTTPError`` when the service cannot be reached.
+    Raises ``ConnectionError`` naming the URL when the service cannot be reached.
     """
-    response = httpx.get(f"{api_url.rstrip('/')}/api/v1/models", timeout=timeout)
-    response.raise_for_status()
-    return {m["signal"]: m["version"] for m in response.json()["data"]}
+    return {m["signal"]: m["version"] for m in _models(api_url, timeout)["data"]}
+
+
+def check_publish_target(
+    registry: ModelRegistry, api_url: str | None, *, timeout: float = 5.0
+) -> str:
+    """Check, before anything is published, that the registry exists and (with ``api_url``)
+    that the running service answers and reads that registry; returns what was checked.
+
+    Raises ``FileNotFoundError`` or ``ConnectionError``, each naming the path or URL and the
+    parameter to change.
+    """
+    root = Path(registry.root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"registry root {root} does not exist: set REGISTRY_ROOT to the registry the "
+            "service reads (`llmwatch models list` shows it)"
+        )
+    if not api_url:
+        return f"registry {root} (no service checked)"
+    served = _models(api_url, timeout).get("registry_root")
+    if served is not None and Path(served).resolve() != root:
+        raise ConnectionError(
+            f"the detector at {api_url} reads the registry {served}, not {root}: set "
+            "REGISTRY_ROOT to it, or API_URL to the service that reads this one"
+        )
+    return f"registry {root}, read by the detector at {api_url}"
 
 
 def wait_until_served(

@@ -22,6 +22,7 @@ from support.stack import PROMTOOL, need
 
 from demo.demo import bring_up
 from demo.launch import ALERTMANAGER, PROMETHEUS, StackLauncher, StackOptions
+from demo.stackfile import read_stack_file, stack_is_running
 from demo.supervisor import Supervisor, http_status
 from demo.webhook import ReceivedAlert
 
@@ -75,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackLauncher]:
             launcher.close()
     for child in supervisor.children:
         assert not child.running, f"{child.spec.name} still runs"
+    assert not launcher.stack_file.exists(), "stack.json outlived the stack"
 
 
 def score(stack: StackLauncher, signal: str) -> float:
@@ -216,6 +218,14 @@ def _json_burst(stack: StackLauncher, before: float) -> tuple[float, dict, Recei
     )
     assert json_static.labels["signal"] == "json_error_ratio"
     return json_start, delivered, json_static
+
+
+def test_the_stack_file_names_the_running_stack(stack: StackLauncher) -> None:
+    info = read_stack_file(stack.stack_file)
+    assert info is not None and stack_is_running(info)
+    assert (info.api_url, info.prometheus_url) == (stack.url("detector"), stack.url("prometheus"))
+    # The registry the detector reports is the one the file tells the notebooks to publish to.
+    assert stack.get_json("detector", "/api/v1/models")["registry_root"] == info.registry_root
 
 
 def test_latency_regression_and_json_burst_raise_alerts_that_resolve(

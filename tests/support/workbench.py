@@ -30,6 +30,7 @@ import yaml
 from fastapi import FastAPI
 
 from detector.evaluation.scenarios import generate
+from detector.workbench.offline import engine_columns
 from support.servers import Series, free_port
 
 __all__ = [
@@ -93,7 +94,7 @@ def demo_history(
     t = frame.index.as_unit("ns").asi8 / 1e9
     keep = t <= end
     frame, t = frame[keep], t[keep]
-    frame = frame.assign(**{k: v for k, v in _engine_columns(frame).items() if k not in frame})
+    frame = frame.assign(**engine_columns(frame))
     out = []
     for column, (name, labels) in _SIGNALS.items():
         values = frame[column].to_numpy(dtype=np.float64).copy()
@@ -104,30 +105,6 @@ def demo_history(
         stamps = np.append(t[ok], t[ok][-1] + step)
         out.append(Series(f"llmwatch:{name}", dict(labels), stamps, np.append(values[ok], np.nan)))
     return out
-
-
-def _engine_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """vLLM's signals as an engine behind the scenario's traffic would show them.
-
-    Built from the serving columns before any incident is added (the regression moves the
-    latency signals only), so they keep the week's seasonality, noise and gaps: the batch by
-    Little's law (arrivals times time in the server), the KV cache from the tokens it holds
-    (prompts twice the answers, 32,768 tokens of cache), the phases from the latencies.
-    """
-    rps, p95 = frame["requests_per_second"], frame["latency_p95_seconds"]
-    ttft, answer = frame["ttft_p95_seconds"], frame["tokens_per_request"]
-    running = 0.5 * rps * p95
-    return {
-        "requests_running": running,
-        "requests_waiting": 0.1 * running,
-        "kv_cache_usage_ratio": (running * 3 * answer / 32_768).clip(0.0, 1.0),
-        "queue_time_p95_seconds": 0.25 * ttft,
-        "preemptions_per_second": 0.002 * rps,
-        "inter_token_latency_p95_seconds": 1.2 * (p95 - ttft) / answer,
-        "prefill_time_p95_seconds": 0.75 * ttft,
-        "decode_time_p95_seconds": p95 - ttft,
-        "prompt_tokens_per_request": 2 * answer,
-    }
 
 
 def demo_config(path: Path, *, prometheus_url: str, root: Path, port: int = 0) -> Path:

@@ -18,9 +18,10 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
 @router.get("", response_model=ModelsPublic, summary="Models in service")
 def read_models(view: ViewDep) -> ModelsPublic:
-    """Version, training window, coverage and evaluation figures of each signal's model."""
+    """Version, training window, coverage and evaluation figures of each signal's model, and
+    the registry folder they come from (where a notebook must publish for the service to see)."""
     items = [model_public(m) for m in view.models()]
-    return ModelsPublic(data=items, count=len(items))
+    return ModelsPublic(data=items, count=len(items), registry_root=str(view.registry_root()))
 
 
 @router.post(

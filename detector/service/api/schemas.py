@@ -171,6 +171,9 @@ class ModelPublic(_Public):
 class ModelsPublic(_Public):
     data: list[ModelPublic]
     count: int
+    registry_root: str = Field(
+        description="absolute folder of the model registry the service reads and publishes to"
+    )
 
 
 class RetrainCreate(BaseModel):

@@ -109,6 +109,9 @@ class FakeView:
             ),
         ]
 
+    def registry_root(self) -> Path:
+        return Path("/srv/llmwatch/models")
+
     def run_stats(self) -> RunStats:
         return RunStats()
 
@@ -255,7 +258,7 @@ def test_signals(client: TestClient) -> None:
 
 def test_models(client: TestClient) -> None:
     body = client.get("/api/v1/models").json()
-    assert body["count"] == 2
+    assert body["count"] == 2 and body["registry_root"] == "/srv/llmwatch/models"
     served, unfitted = body["data"]
     assert served["version"] == "20260105T000000000000Z-abcdef"
     assert served["training_start"] == "2025-12-06T00:00:00Z"

@@ -40,8 +40,9 @@ def test_app_serves_metrics_api_and_health_from_the_running_loop(prometheus_fact
         assert 'llmwatch_model_info{detector="seasonal",signal="errors",version="' in text
         signals = client.get("/api/v1/signals").json()
         assert [s["name"] for s in signals["data"]] == ["latency", "errors"]
-        models = client.get("/api/v1/models").json()["data"]
-        assert {m["signal"]: m["series"] for m in models} == {"latency": 2, "errors": 1}
+        models = client.get("/api/v1/models").json()
+        assert {m["signal"]: m["series"] for m in models["data"]} == {"latency": 2, "errors": 1}
+        assert models["registry_root"] == str((tmp_path / "models").resolve())
         assert client.get("/api/v1/anomalies").json()["count"] == 0
         assert client.post("/api/v1/models/retrain").status_code == 401
         resp = client.post(
