@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.requires import REPO
 
-PACKAGES = ("llmwatch", "detector", "serving", "demo", "tests", "bench")
+PACKAGES = ("llmwatch", "detector", "serving", "demo", "tests", "bench", "deploy")
 
 
 def _python_files() -> list[Path]:

@@ -303,8 +303,9 @@ class LoadAdjustment:
         if not self.targets_.size:
             return {}
         out = {}
+        explains = self.model_.explains  # computed over every target: once, not per target
         for row, j in enumerate(self.targets_):
-            if self.model_.explains[row]:
+            if explains[row]:
                 used = self.model_.uses_[row] & (self.model_.coef_[row].reshape(2, -1) > 0).any(0)
                 out[str(columns[j])] = tuple(np.asarray(self.covariates_)[used].tolist())
         return out
