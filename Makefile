@@ -20,13 +20,15 @@ model: $(STAMP)
 
 setup: $(STAMP) model
 
-# Prometheus, promtool, Alertmanager and VictoriaMetrics (for the tests) from Debian when missing
-# (root only). A policy-rc.d made
-# for the install (and removed after it) keeps the packages' services from starting and taking the
-# ports; the node exporter the prometheus package recommends is not needed.
+# Prometheus, promtool, Alertmanager, VictoriaMetrics and PostgreSQL (for the tests) from Debian
+# when missing (root only); the tests run PostgreSQL's initdb and postgres from
+# /usr/lib/postgresql/<ver>/bin in folders of their own. A policy-rc.d made for the install (and
+# removed after it) keeps the packages' services (and the packaged PostgreSQL cluster) from
+# starting and taking the ports; the node exporter the prometheus package recommends is not needed.
 stack-tools:
 	@missing=""; for tool in prometheus promtool prometheus-alertmanager amtool victoria-metrics; do \
 	    command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" != 0 ]; then \
 	        echo "missing:$$missing. As root: make stack-tools" >&2; \
@@ -34,7 +36,8 @@ stack-tools:
 	    made=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
 	        chmod +x /usr/sbin/policy-rc.d; made=1; }; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	        --no-install-recommends prometheus prometheus-alertmanager victoria-metrics; status=$$?; \
+	        --no-install-recommends prometheus prometheus-alertmanager victoria-metrics postgresql; \
+	    status=$$?; \
 	    [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; fi
 
 # The main job: the whole stack on loopback (llmwatch demo, state in var/demo): serving app and load,

@@ -1,3 +1,3 @@
 """llmwatch detector: seasonal baselines, isolation forests and calibrated anomaly scores."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

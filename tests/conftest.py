@@ -1,8 +1,10 @@
-"""Fixtures shared by every test suite: real Prometheus, VictoriaMetrics and a scrape target.
+"""Fixtures shared by every test suite: real Prometheus, VictoriaMetrics, PostgreSQL, a target.
 
 See :mod:`support.servers` for what each server offers. Each factory call starts a fresh server
 on a free 127.0.0.1 port with its own data folder under ``tmp_path``; all are stopped at the end
-of the test. A test using one fails when the binary is not installed (:mod:`support.requires`).
+of the test. PostgreSQL (:mod:`support.postgres`) is one server per session, ``postgres_url`` a
+fresh database on it per test. A test using one fails when the binary is not installed
+(:mod:`support.requires`).
 
 Every test is ``unit`` unless its module is marked ``integration`` (real servers, processes,
 whole corpora): ``make check`` runs the unit tests alone.
@@ -13,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
-from support.requires import need_binary
+from support.postgres import POSTGRES_BIN, PostgresServer
+from support.requires import missing, need_binary
 from support.servers import (
     PROMETHEUS,
     VICTORIA_METRICS,
@@ -87,3 +91,22 @@ def synthetic_exporter() -> Iterator[SyntheticExporter]:
     exporter = SyntheticExporter().start()
     yield exporter
     exporter.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session: tests get isolation from ``postgres_url``'s databases."""
+    if POSTGRES_BIN is None:
+        missing(
+            "PostgreSQL (/usr/lib/postgresql/*/bin)",
+            "make stack-tools, or apt-get install postgresql",
+        )
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL."""
+    return postgres_server.new_database(f"t{uuid4().hex[:12]}")

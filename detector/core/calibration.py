@@ -150,6 +150,10 @@ class CalibratorBank:
     (['a', 'b'], [[0.0, 0.98]])
     """
 
+    # Copies of each column's lowest kept score folded into a count by :meth:`compact` (one
+    # copy stays in ``values``); None in banks saved before it did (none folded).
+    tied: np.ndarray | None = None
+
     def __init__(self, calibrators: Mapping[Hashable, TailCalibrator]) -> None:
         fitted = list(calibrators.values())
         if any(not hasattr(cal, "sorted_") for cal in fitted):
@@ -179,23 +183,48 @@ class CalibratorBank:
         return len(self.labels)
 
     def compact(self, *, precision: float = 40.0) -> CalibratorBank:
-        """:meth:`TailCalibrator.compact` for every calibrator."""
-        above = self.size - self._count_below(self.threshold[None, :])[0]
-        keep = np.minimum(
-            _kept(above, self.size + self.n_dropped, self.horizon_points, precision), self.size
-        )
-        drop = self.size - keep
-        # Each calibrator keeps its highest ``keep`` scores, the end of its stretch of ``values``.
+        """:meth:`TailCalibrator.compact` for every calibrator; then the copies of each column's
+        lowest kept score become a count (one copy stays), which changes no calibrated score.
+
+        The ties matter: a score that is 0 on most training rows (a sustained shift's) has its
+        tail threshold at 0, so every training score is "at or above the threshold" and kept.
+        """
+        tied = self._tied()
+        held = self.size + tied  # kept scores, the folded copies included
+        above = held - self._below(self.threshold[None, :])[0]
+        total = held + self.n_dropped
+        drop = held - np.minimum(_kept(above, total, self.horizon_points, precision), held)
+        # The lowest scores go first: the folded copies, then the column's stretch of values.
+        from_values = np.maximum(drop - tied, 0)
         rank = np.arange(self.values.size) - np.repeat(self.start, self.size)
-        self._set_values(self.values[rank >= np.repeat(drop, self.size)].copy(), keep)
+        values = self.values[rank >= np.repeat(from_values, self.size)]
+        size = self.size - from_values
         self.n_dropped = self.n_dropped + drop
+        start = np.cumsum(size) - size
+        first = np.repeat(values[np.minimum(start, max(values.size - 1, 0))], size)
+        fold = (values == first) & (np.arange(values.size) - np.repeat(start, size) > 0)
+        folded = np.bincount(np.repeat(np.arange(size.size), size)[fold], minlength=size.size)
+        self.tied = tied - (drop - from_values) + folded
+        self._set_values(values[~fold].copy(), size - folded)
         return self
+
+    def _tied(self) -> np.ndarray:
+        return self.tied if self.tied is not None else np.zeros_like(self.size)
+
+    def _below(self, x: np.ndarray) -> np.ndarray:
+        """How many of column j's kept scores (the folded copies too) are below ``x[:, j]``."""
+        below = self._count_below(x)
+        tied = self._tied()
+        if not tied.any():
+            return below
+        floor = self.values[np.minimum(self.start, max(self.values.size - 1, 0))]
+        return below + tied * (x > floor)
 
     def survival(self, scores: np.ndarray) -> np.ndarray:
         """:meth:`TailCalibrator.survival` of each column of ``scores`` (rows, calibrators)."""
         x = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
-        n = self.size + self.n_dropped
-        below = self._count_below(x)
+        n = self.size + self._tied() + self.n_dropped
+        below = self._below(x)
         return _survival(
             x, below, n, self.n_dropped, self.threshold, self.beta, self.p_threshold, self.normal
         )

@@ -76,7 +76,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    aside = check_history(settings.history_db, reset=args.reset_history)
+    aside = check_history(settings.history_location, reset=args.reset_history)
     if aside is not None:
         logging.getLogger(__name__).warning(
             "the event history was unreadable: moved to %s; beginning a new one", aside

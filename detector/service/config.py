@@ -250,6 +250,10 @@ class DetectorSettings(BaseSettings):
     model_versions_kept: int = Field(10, ge=1, le=10_000)
     registry_root: Path = Path("models")
     history_db: Path = Path("var/detector/history.sqlite")
+    # A database URL instead of the SQLite file: postgresql://user:password@host:5432/db is
+    # the history that sharded replicas share (each writes its own series; all read every
+    # event). Unset: the file at history_db.
+    history_url: SecretStr | None = None
     api_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(9105, ge=1, le=65535)
@@ -260,6 +264,16 @@ class DetectorSettings(BaseSettings):
     @classmethod
     def _check_shard(cls, value: str) -> str:
         return str(Shard.parse(value))
+
+    @field_validator("history_url")
+    @classmethod
+    def _check_history_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            # Here, not at the top: reading settings should not load SQLAlchemy.
+            from detector.service.history_db import database_url
+
+            database_url(value.get_secret_value())  # ValueError naming history_url
+        return value
 
     @field_validator("signals")
     @classmethod
@@ -292,6 +306,11 @@ class DetectorSettings(BaseSettings):
         ):
             raise ValueError(f"api_token is required when binding {self.host!r} (not loopback)")
         return self
+
+    @property
+    def history_location(self) -> Path | str:
+        """Where the event history lives: ``history_url`` when set, else the ``history_db`` file."""
+        return self.history_url.get_secret_value() if self.history_url else self.history_db
 
     @property
     def shard_spec(self) -> Shard:

@@ -15,7 +15,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -59,6 +59,10 @@ class ScoredRows:
     families: dict[str, np.ndarray]
     version: str | None
     attribution: BatchAttribution | None = None
+    # Load-aware expectations: the factor the load put on each cell, and per column the load
+    # signals its expectation follows (columns without any follow the time of day).
+    load_factor: np.ndarray | None = None
+    explained: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def point(self, r: int, j: int) -> ScoredPoint:
         """Row ``r`` of column ``j`` as the record every later layer carries."""
@@ -180,8 +184,11 @@ class EventLog:
         """What an event records with a point: the families that fired and why, the model."""
         fired = [f for f, a in rows.families.items() if a[r, j] >= self.enter]
         explain = rows.attribution is not None and rows.attribution.family in fired
+        factor = rows.load_factor[r, j] if rows.load_factor is not None else None
         return {
             "families": fired,
             "contributions": rows.attribution.at(r) if explain else None,
             "model_version": rows.version,
+            "explained_by": rows.explained.get(rows.columns[j], ()),
+            "load_factor": factor,
         }

@@ -1,12 +1,14 @@
-"""Anomaly history: one row per event (open, updated while it lasts, closed) in SQLite.
+"""Anomaly history: one row per event (open, updated while it lasts, closed).
 
 An event belongs to one series, named by its signal and labels. At most one event per series is
 open at a time, enforced by the database itself: opening an event for a series that already has an
 open one returns that one, so a service restarted in the middle of an anomaly resumes the event
-instead of starting a second. The database runs in WAL mode, so the REST API reads while the
-service writes; writes go through one connection behind a lock, each read opens its own (the
-reading is :class:`~detector.service.history_reader.EventReader`'s; its names are importable from
-here).
+instead of starting a second. Writes go through one transaction at a time behind a lock; reads
+take connections of their own (the reading is
+:class:`~detector.service.history_reader.EventReader`'s; its names are importable from here).
+Where the history lives, and its schema migrations, are :mod:`detector.service.history_db`'s:
+a SQLite file by default, a PostgreSQL database that sharded replicas share (each writes its
+own shard's series; all read every event).
 
 Times are unix seconds. Non-finite values (NaN samples) are stored as NULL.
 
@@ -33,44 +35,49 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from detector.core.point import ScoredPoint
+from detector.service.history_db import (
+    EVENTS,
+    create_history_engine,
+    database_url,
+    migrate,
+    redacted,
+    sqlite_path,
+)
 from detector.service.history_reader import Event, EventError, EventPage, EventReader
 
 __all__ = ["Event", "EventError", "EventPage", "EventStore", "check_history"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    signal TEXT NOT NULL,
-    labels TEXT NOT NULL,          -- canonical JSON: sorted keys
-    start REAL NOT NULL,
-    end REAL,                      -- NULL while open
-    updated REAL NOT NULL,
-    score REAL NOT NULL,           -- latest
-    actual REAL, expected REAL, lower REAL, upper REAL,
-    peak_score REAL NOT NULL,
-    peak_at REAL NOT NULL,
-    peak_actual REAL, peak_expected REAL, peak_lower REAL, peak_upper REAL,
-    detectors TEXT NOT NULL,       -- JSON list: every family that fired during the event
-    contributions TEXT NOT NULL,   -- JSON object, as of the peak (see update_event)
-    model_version TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_one_open ON events(signal, labels) WHERE end IS NULL;
-CREATE INDEX IF NOT EXISTS events_start ON events(start);
-CREATE INDEX IF NOT EXISTS events_signal_start ON events(signal, start);
-"""
+_VALUES = ("actual", "expected", "lower", "upper")
 
 
-def check_history(path: Path | str, *, reset: bool = False) -> Path | None:
-    """Make sure the history at ``path`` can be opened; where it cannot, say how to recover.
+def check_history(location: Path | str, *, reset: bool = False) -> Path | None:
+    """Make sure the history at ``location`` can be opened; where it cannot, say how to recover.
 
-    A database that SQLite cannot read raises ``ValueError`` naming the file, what is wrong and
-    the two ways on: move it aside, or start with ``--reset-history``. With ``reset``, it is
+    A SQLite file that SQLite cannot read raises ``ValueError`` naming the file, what is wrong
+    and the two ways on: move it aside, or start with ``--reset-history``. With ``reset``, it is
     moved aside (to ``<name>.unreadable-<unix time>``, nothing is deleted) and that path is
-    returned; None when the history is fine or does not exist yet.
+    returned; None when the history is fine or does not exist yet. A database server that does
+    not answer raises ``ValueError`` naming it (its password hidden): nothing is reset there.
     """
-    path = Path(path)
-    if not path.exists():
+    url, path = database_url(location), sqlite_path(location)
+    if path is None:
+        engine = create_history_engine(url)
+        try:
+            with engine.connect() as db:
+                db.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise ValueError(
+                f"the event history {redacted(url)} does not answer: {reason}"
+            ) from None
+        finally:
+            engine.dispose()
+        return None
+    if not path.is_file():
         return None
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -101,55 +108,55 @@ def _labels_key(labels: Mapping[str, str]) -> str:
 
 
 class EventStore(EventReader):
-    """Anomaly events in the SQLite file at ``path`` (created with its folder if missing).
+    """Anomaly events in the history at ``location``: a SQLite file path (created with its
+    folder if missing) or a database URL (``postgresql://…``), upgraded to the newest schema.
 
-    Safe for one writing thread and any number of reading threads; ``close()`` when done.
-    Writes inside :meth:`batch` are one transaction: all of them are kept, or none.
+    ``shard`` ("i/n") is recorded with each event this store opens. Safe for one writing thread
+    and any number of reading threads; ``close()`` when done. Writes inside :meth:`batch` are
+    one transaction: all of them are kept, or none.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: Path | str, *, shard: str | None = None) -> None:
+        super().__init__(create_history_engine(location))
+        self.url = redacted(database_url(location))
+        self.path = sqlite_path(location)  # None on a database server
+        self.revision = migrate(self.engine)
+        self.shard = shard
         self._lock = threading.RLock()
-        self._depth = 0  # batches open on the writing thread
-        self._db = self._connect()
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+        self._db: Connection | None = None  # the open transaction's
 
     def close(self) -> None:
-        """Close the writer connection."""
+        """Close the connections."""
         with self._lock:
-            self._db.close()
+            self.engine.dispose()
 
     @contextmanager
     def batch(self) -> Iterator[EventStore]:
         """Writes that are durable together or not at all (committed at the end, else undone)."""
-        with self._lock:
-            self._depth += 1
-            try:
-                with self._db:
-                    yield self
-            finally:
-                self._depth -= 1
+        with self._writing():
+            yield self
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self) -> Iterator[Connection]:
         with self._lock:
-            if self._depth:  # inside a batch: it commits
-                yield
-            else:
-                with self._db:
-                    yield
+            if self._db is not None:  # inside a batch: it commits
+                yield self._db
+                return
+            with self.engine.begin() as db:
+                self._db = db
+                try:
+                    yield db
+                finally:
+                    self._db = None
 
     def prune(self, *, ended_before: float) -> int:
         """Delete the events that ended before ``ended_before``; returns how many."""
-        with self._writing():
-            cur = self._db.execute(
-                "DELETE FROM events WHERE end IS NOT NULL AND end < ?",
-                (self._finite("ended_before", ended_before),),
+        cutoff = self._finite("ended_before", ended_before)
+        with self._writing() as db:
+            done = db.execute(
+                sa.delete(EVENTS).where(EVENTS.c.end.is_not(None), EVENTS.c.end < cutoff)
             )
-            return cur.rowcount
+            return done.rowcount
 
     def __enter__(self) -> EventStore:
         return self
@@ -166,30 +173,49 @@ class EventStore(EventReader):
         families: Iterable[str] = (),
         contributions: Mapping[str, float] | None = None,
         model_version: str | None = None,
+        explained_by: Iterable[str] | None = None,
+        load_factor: float | None = None,
     ) -> Event:
         """Start an event for a series at ``point``, or resume the one already open for it.
 
         Resuming applies the given values as an update, so calling this again after a restart
         is harmless.
         """
-        rest = dict(families=families, contributions=contributions, model_version=model_version)
+        rest = dict(
+            families=families,
+            contributions=contributions,
+            model_version=model_version,
+            explained_by=explained_by,
+            load_factor=load_factor,
+        )
         key = _labels_key(labels)
-        with self._writing():
-            row = self._db.execute(
-                "SELECT id FROM events WHERE signal = ? AND labels = ? AND end IS NULL",
-                (signal, key),
-            ).fetchone()
-            if row is not None:
-                return self._update(row["id"], point, **rest)
+        c = EVENTS.c
+        with self._writing() as db:
+            found = db.execute(
+                sa.select(c.id).where(c.signal == signal, c.labels == key, c.end.is_(None))
+            ).scalar()
+            if found is not None:
+                return self._update(db, found, point, **rest)
             # A new event starts with no peak yet (-inf), then takes its first point the way
             # every later point is taken.
             t, s = self._finite("at", point.at), self._finite("score", point.score)
-            cur = self._db.execute(
-                "INSERT INTO events (signal, labels, start, updated, score, peak_score, peak_at,"
-                " detectors, contributions) VALUES (?, ?, ?, ?, ?, ?, ?, '[]', '{}')",
-                (str(signal), key, t, t, s, -math.inf, t),
-            )
-            return self._update(cur.lastrowid, point, **rest)
+            new = db.execute(
+                sa.insert(EVENTS)
+                .values(
+                    signal=str(signal),
+                    labels=key,
+                    start=t,
+                    updated=t,
+                    score=s,
+                    peak_score=-math.inf,
+                    peak_at=t,
+                    detectors="[]",
+                    contributions="{}",
+                    shard=self.shard,
+                )
+                .returning(c.id)
+            ).scalar_one()
+            return self._update(db, new, point, **rest)
 
     def update_event(
         self,
@@ -199,68 +225,76 @@ class EventStore(EventReader):
         families: Iterable[str] = (),
         contributions: Mapping[str, float] | None = None,
         model_version: str | None = None,
+        explained_by: Iterable[str] | None = None,
+        load_factor: float | None = None,
     ) -> Event:
         """Record the latest point of an open event; a new peak replaces the peak values.
 
         ``families`` are added to those already recorded. ``contributions`` are kept from the
         peak point; a point without any (the isolation forest did not fire there) keeps those
         recorded, and the first point with some records them even when it is not a peak.
+        ``load_factor`` is the latest point's, and so is ``explained_by`` where given.
         """
-        with self._writing():
+        with self._writing() as db:
             return self._update(
+                db,
                 event_id,
                 point,
                 families=families,
                 contributions=contributions,
                 model_version=model_version,
+                explained_by=explained_by,
+                load_factor=load_factor,
             )
 
     def close_event(self, event_id: int, *, at: float) -> Event:
         """Close an open event at ``at`` (no earlier than its start)."""
         t = self._finite("at", at)
-        with self._writing():
-            event = self._get_open(event_id)
-            self._db.execute(
-                "UPDATE events SET end = ?, updated = ? WHERE id = ?",
-                (max(t, event.start), max(t, event.last.at), event_id),
+        with self._writing() as db:
+            event = self._get_open(event_id, db)
+            db.execute(
+                sa.update(EVENTS)
+                .where(EVENTS.c.id == event_id)
+                .values(end=max(t, event.start), updated=max(t, event.last.at))
             )
-            return self._get(event_id, self._db)
+            return self._get(event_id, db)
 
     def _update(
         self,
+        db: Connection,
         event_id: int,
         point: ScoredPoint,
         *,
         families: Iterable[str],
         contributions: Mapping[str, float] | None,
         model_version: str | None,
+        explained_by: Iterable[str] | None,
+        load_factor: float | None,
     ) -> Event:
-        event = self._get_open(event_id)
+        event = self._get_open(event_id, db)
         t, s = self._finite("at", point.at), self._finite("score", point.score)
-        vals = [self._value(n, getattr(point, n)) for n in ("actual", "expected", "lower", "upper")]
-        families = sorted(set(event.families) | set(families))
-        peak = s > event.peak.score
+        vals = {n: self._value(n, getattr(point, n)) for n in _VALUES}
         contributions = self._contributions(contributions)
-        self._db.execute(
-            "UPDATE events SET updated = ?, score = ?, actual = ?, expected = ?, lower = ?,"
-            " upper = ?, detectors = ?, model_version = coalesce(?, model_version) WHERE id = ?",
-            (max(t, event.last.at), s, *vals, json.dumps(families), model_version, event_id),
+        latest = dict(
+            updated=max(t, event.last.at),
+            score=s,
+            **vals,
+            detectors=json.dumps(sorted(set(event.families) | set(families))),
+            model_version=sa.func.coalesce(model_version, EVENTS.c.model_version),
+            load_factor=self._value("load_factor", load_factor),
         )
-        if peak:
-            self._db.execute(
-                "UPDATE events SET peak_score = ?, peak_at = ?, peak_actual = ?, peak_expected = ?,"
-                " peak_lower = ?, peak_upper = ?, contributions = ? WHERE id = ?",
-                (s, t, *vals, json.dumps(contributions or event.contributions), event_id),
-            )
+        if explained_by is not None:
+            latest["explained_by"] = json.dumps(list(explained_by))
+        if s > event.peak.score:
+            latest.update(peak_score=s, peak_at=t, **{f"peak_{n}": v for n, v in vals.items()})
+            latest["contributions"] = json.dumps(contributions or event.contributions)
         elif contributions and not event.contributions:
-            self._db.execute(
-                "UPDATE events SET contributions = ? WHERE id = ?",
-                (json.dumps(contributions), event_id),
-            )
-        return self._get(event_id, self._db)
+            latest["contributions"] = json.dumps(contributions)
+        db.execute(sa.update(EVENTS).where(EVENTS.c.id == event_id).values(**latest))
+        return self._get(event_id, db)
 
-    def _get_open(self, event_id: int) -> Event:
-        event = self._get(event_id, self._db)
+    def _get_open(self, event_id: int, db: Connection) -> Event:
+        event = self._get(event_id, db)
         if not event.is_open:
             raise EventError(f"event {event_id} is already closed")
         return event

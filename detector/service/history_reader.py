@@ -1,23 +1,30 @@
 """Reading the anomaly history: one event by id, the open ones, and pages of a time range.
 
 :class:`EventReader` is the read side of :class:`detector.service.history.EventStore`, which adds
-the writing; the REST API and the service read through the store. Each read opens a short-lived
-connection: in WAL mode readers never wait for the writer, and no connection is shared between
-the API's worker threads. Times are unix seconds; values stored as NULL read back as None.
+the writing; the REST API and the service read through the store. Each read takes a pooled
+connection of its own, so no connection is shared between the API's worker threads: on SQLite
+(WAL) readers never wait for the writer; on PostgreSQL any number of replicas read the history
+that all of them write. Times are unix seconds; values stored as NULL read back as None.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from contextlib import closing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from detector.core.point import ScoredPoint
+from detector.service.history_db import EVENTS, is_sqlite
 
-__all__ = ["Event", "EventError", "EventPage", "EventReader"]
+__all__ = ["Event", "EventError", "EventPage", "EventReader", "Owned"]
+
+# Whether a series (signal, labels) is this replica's: its shard's ``owns``.
+Owned = Callable[[str, dict[str, str]], bool]
 
 
 class EventError(ValueError):
@@ -38,6 +45,11 @@ class Event:
     families: list[str] = field(default_factory=list)  # every family that fired
     contributions: dict[str, float] = field(default_factory=dict)
     model_version: str | None = None
+    shard: str | None = None  # the replica that records it, "i/n"; None before 0.6
+    # What the expectation follows (empty: time of day only) and the load's factor on the
+    # latest point, as the recording replica saw them.
+    explained_by: tuple[str, ...] = ()
+    load_factor: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -61,12 +73,12 @@ class EventPage:
         return following if following < self.total and self.items else None
 
 
-def _point(row: sqlite3.Row, prefix: str, at: str, score: str) -> ScoredPoint:
+def _point(row: Mapping[str, Any], prefix: str, at: str, score: str) -> ScoredPoint:
     values = [row[prefix + n] for n in ("actual", "expected", "lower", "upper")]
     return ScoredPoint(row[at], *values, score=row[score])
 
 
-def _row_to_event(row: sqlite3.Row) -> Event:
+def _row_to_event(row: Mapping[str, Any]) -> Event:
     return Event(
         id=row["id"],
         signal=row["signal"],
@@ -78,31 +90,20 @@ def _row_to_event(row: sqlite3.Row) -> Event:
         families=json.loads(row["detectors"]),
         contributions=json.loads(row["contributions"]),
         model_version=row["model_version"],
+        shard=row["shard"],
+        explained_by=tuple(json.loads(row["explained_by"] or "[]")),
+        load_factor=row["load_factor"],
     )
 
 
 class EventReader:
-    """Read access to the events in the SQLite history file at ``path``; safe from any thread.
+    """Read access to the events of the history behind ``engine``; safe from any thread.
 
-    The file and its table are made by :class:`detector.service.history.EventStore`.
+    The table is made by :class:`detector.service.history.EventStore` (its migrations).
     """
 
-    # The columns :func:`_row_to_event` reads.
-    _COLUMNS = (
-        "id, signal, labels, start, end, updated, score, actual, expected, lower, upper,"
-        " peak_score, peak_at, peak_actual, peak_expected, peak_lower, peak_upper, detectors,"
-        " contributions, model_version"
-    )
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    def _connect(self) -> sqlite3.Connection:
-        # check_same_thread off: the store's writer connection is shared behind its lock.
-        db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     @staticmethod
     def _value(name: str, x: float | None) -> float | None:
@@ -125,24 +126,59 @@ class EventReader:
             )
         return out
 
-    def _get(self, event_id: int | None, db: sqlite3.Connection) -> Event:
-        row = db.execute(f"SELECT {self._COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+    @staticmethod
+    def _get(event_id: int | None, db: Connection) -> Event:
+        row = db.execute(sa.select(EVENTS).where(EVENTS.c.id == event_id)).mappings().first()
         if row is None:
             raise EventError(f"no event with id {event_id}")
         return _row_to_event(row)
 
+    def _reading(self) -> Connection:
+        """A connection for one consistent read (a snapshot, on both databases)."""
+        db = self.engine.connect()
+        if not is_sqlite(db):  # SQLite's BEGIN already reads one snapshot
+            db = db.execution_options(isolation_level="REPEATABLE READ")
+        return db
+
     def get(self, event_id: int) -> Event:
         """One event by id; :class:`EventError` if there is none."""
-        with closing(self._connect()) as db:
+        with self._reading() as db:
             return self._get(event_id, db)
 
-    def open_events(self) -> list[Event]:
-        """Events not yet closed, oldest first: what a restarted service resumes."""
-        with closing(self._connect()) as db:
-            rows = db.execute(
-                f"SELECT {self._COLUMNS} FROM events WHERE end IS NULL ORDER BY start, id"
-            ).fetchall()
-        return [_row_to_event(r) for r in rows]
+    def open_events(
+        self, owned: Callable[[str, dict[str, str]], bool] | None = None
+    ) -> list[Event]:
+        """Events not yet closed, oldest first: what a restarted service resumes.
+
+        With ``owned(signal, labels)``, only the events of the series it accepts (a replica's
+        own shard, on a history replicas share).
+        """
+        query = (
+            sa.select(EVENTS).where(EVENTS.c.end.is_(None)).order_by(EVENTS.c.start, EVENTS.c.id)
+        )
+        with self._reading() as db:
+            rows = db.execute(query).mappings().all()
+        events = (_row_to_event(r) for r in rows)
+        return [e for e in events if owned is None or owned(e.signal, e.labels)]
+
+    def recorded_until(self, signal: str, since: float, owned: Owned | None = None) -> float:
+        """Where the recording of ``signal`` reached: the latest update or end of its events
+        that overlap ``[since, now]`` (of the series ``owned`` accepts); -inf if none."""
+        c = EVENTS.c
+        last = sa.func.max(sa.func.coalesce(c.end, c.updated))
+        query = (
+            sa.select(c.labels, sa.func.max(c.updated), last)
+            .where(c.signal == signal, sa.or_(c.end.is_(None), c.end >= since))
+            .group_by(c.labels)
+        )
+        with self._reading() as db:
+            rows = db.execute(query).all()
+        marks = [
+            max(updated, end)
+            for labels, updated, end in rows
+            if owned is None or owned(signal, json.loads(labels))
+        ]
+        return max(marks, default=-math.inf)
 
     def query(
         self,
@@ -163,25 +199,22 @@ class EventReader:
             raise EventError(f"limit={limit} is out of range; allowed [1, 10000]")
         if not 0 <= offset <= 2**62:
             raise EventError(f"offset={offset} is out of range; allowed [0, 2**62]")
-        where, args = [], []
-        if start is not None:
-            where.append("(end IS NULL OR end >= ?)")
-            args.append(self._finite("start", start))
-        if end is not None:
-            where.append("start <= ?")
-            args.append(self._finite("end", end))
-        if signal is not None:
-            where.append("signal = ?")
-            args.append(signal)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with closing(self._connect()) as db:
+        where = list(self._overlapping(start, end, signal))
+        order = (EVENTS.c.start.desc(), EVENTS.c.id.desc())
+        with self._reading() as db:
             # One read transaction, so the total and the page agree with each other.
-            db.execute("BEGIN")
-            total = db.execute(f"SELECT count(*) FROM events {clause}", args).fetchone()[0]
-            rows = db.execute(
-                f"SELECT {self._COLUMNS} FROM events {clause} ORDER BY start DESC, id DESC"
-                " LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
-            db.execute("COMMIT")
-        return EventPage([_row_to_event(r) for r in rows], total, limit, offset)
+            total = db.execute(sa.select(sa.func.count()).select_from(EVENTS).where(*where))
+            count = total.scalar_one()
+            page = sa.select(EVENTS).where(*where).order_by(*order).limit(limit).offset(offset)
+            rows = db.execute(page).mappings().all()
+        return EventPage([_row_to_event(r) for r in rows], count, limit, offset)
+
+    def _overlapping(
+        self, start: float | None, end: float | None, signal: str | None
+    ) -> Iterable[sa.ColumnElement[bool]]:
+        if start is not None:
+            yield sa.or_(EVENTS.c.end.is_(None), EVENTS.c.end >= self._finite("start", start))
+        if end is not None:
+            yield EVENTS.c.start <= self._finite("end", end)
+        if signal is not None:
+            yield EVENTS.c.signal == signal

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from detector.service.cycle_health import CycleHealth
 from detector.service.event_log import RecordError
 from detector.service.history import EventStore
 from detector.service.model_keeper import ModelKeeper
+from detector.service.peers import peer_anomalies
 from detector.service.scheduler import FitScheduler
 from detector.service.series_state import SignalTracker
 from detector.service.source import PrometheusSource, SeriesBatch, Source, SourceError
@@ -78,7 +79,7 @@ class DetectorService:
         The configuration.
     source, registry, store :
         Default to Prometheus at ``settings.prometheus``, the registry at
-        ``settings.registry_root`` and the event history at ``settings.history_db``.
+        ``settings.registry_root`` and the event history at ``settings.history_location``.
     clock : callable
         Unix seconds now.
     executor : Executor
@@ -99,7 +100,11 @@ class DetectorService:
         self.shard = settings.shard_spec
         self.source = source if source is not None else PrometheusSource(settings.prometheus)
         self.registry = registry or ModelRegistry(settings.registry_root)
-        self.store = store if store is not None else EventStore(settings.history_db)
+        self.store = (
+            store
+            if store is not None
+            else EventStore(settings.history_location, shard=str(self.shard))
+        )
         self.clock = clock
         self.fits = FitScheduler(settings, self.source, self.registry, executor)
         self.trackers = {
@@ -139,17 +144,17 @@ class DetectorService:
         if self._started:
             return
         self._started = True
+        # On a history replicas share, only this shard's events are this run's to resume.
+        owned = self.shard.owns if self.shard.count > 1 else None
         opened: dict[str, list] = {}
-        for event in self.store.open_events():
+        for event in self.store.open_events(owned):
             opened.setdefault(event.signal, []).append(event)
         now = self.clock()
+        since = now - self.settings.max_backfill
         for name, tracker in self.trackers.items():
             # Where the previous run's recording reached: replayed rows before it add nothing.
-            recent = self.store.query(
-                signal=name, start=now - self.settings.max_backfill, limit=500
-            )
-            marks = [max(e.last.at, e.end or e.last.at) for e in recent.items]
-            tracker.resume(opened.get(name, []), max(marks, default=-math.inf))
+            reached = self.store.recorded_until(name, since, owned)
+            tracker.resume(opened.get(name, []), reached)
         self.keeper.load_current(now)
 
     def start(self) -> None:
@@ -348,8 +353,17 @@ class DetectorService:
         return [s.name for s in self.settings.signals]
 
     def active_anomalies(self) -> list[ActiveAnomaly]:
-        """Anomalies open now, highest score first."""
-        return list(self._snapshot.active)
+        """Anomalies open now, highest score first: this replica's, and where shards share the
+        history, the other shards' open events (:mod:`detector.service.peers`)."""
+        mine = self._snapshot.active
+        if self.shard.count == 1:
+            return list(mine)
+        name = str(self.shard)
+        peers = peer_anomalies(
+            self.store, self.shard, now=self.clock(), stale_after=self.settings.stale_after
+        )
+        every = [replace(a, shard=name) for a in mine] + peers
+        return sorted(every, key=lambda a: a.point.score, reverse=True)
 
     def models(self) -> list[ModelStatus]:
         """The model served for each signal."""

@@ -237,6 +237,8 @@ class SignalTracker:
             families=res.by_family(),
             version=self.version,
             attribution=res.attribution,
+            load_factor=None if res.load_factor is None else res.load_factor.to_numpy(),
+            explained=self._explained_signals(model),
         )
         finite = np.isfinite(rows.actual)
         has = finite.any(axis=0)
@@ -313,12 +315,15 @@ class SignalTracker:
         model = self.model
         if model is None:
             return {}
-        if self._explained[0] is not model:
-            self._explained = (model, model.ensemble.explained_signals())
-        explained = self._explained[1]
+        explained = self._explained_signals(model)
         if key not in explained:
             return {}
         return {"explained_by": explained[key], "load_factor": s.load_factor}
+
+    def _explained_signals(self, model: SignalModel) -> dict[str, tuple[str, ...]]:
+        if self._explained[0] is not model:
+            self._explained = (model, model.ensemble.explained_signals())
+        return self._explained[1]
 
     def active(self) -> list[ActiveAnomaly]:
         """Open events of this signal's series."""

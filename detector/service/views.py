@@ -62,6 +62,10 @@ class ActiveAnomaly:
     contributions: dict[str, float] = field(default_factory=dict)
     explained_by: tuple[str, ...] = ()  # as in SeriesStatus
     load_factor: float | None = None
+    shard: str | None = None  # the replica that scores the series, "i/n"
+    # Another replica's anomaly whose event it has not updated for stale_after: that replica
+    # has stopped, and the values are its last.
+    stale: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +109,7 @@ class ServiceView(Protocol):
         """Configured signal names, in configuration order."""
 
     def active_anomalies(self) -> list[ActiveAnomaly]:
-        """Anomalies open now, highest score first."""
+        """Anomalies open now, highest score first (of every shard, on a shared history)."""
 
     def models(self) -> list[ModelStatus]:
         """The model served for each signal."""

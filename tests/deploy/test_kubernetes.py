@@ -24,8 +24,14 @@ pytestmark = pytest.mark.integration
 
 # The oldest Kubernetes the manifests claim (README) and the newest schemas known.
 VERSIONS = ("1.28", kubernetes_validate.latest_version())
-# Where the pod settings may differ from configs/detector.yaml (README, kustomization.yaml).
-OVERRIDDEN = {"prometheus.url", "registry_root", "history_db", "host", "api_token", "shard"}
+# Where the pod settings may differ from configs/detector.yaml (README, kustomization.yaml):
+# history_url comes from the Secret llmwatch-history, and with it history_db goes unused.
+OVERRIDDEN = {"prometheus.url", "registry_root", "history_url", "host", "api_token", "shard"}
+# Stands in for the Secrets' values where the pods would refuse the placeholders.
+REAL_ENV = {
+    "LLMWATCH_DETECTOR_API_TOKEN": "a-real-token",
+    "LLMWATCH_DETECTOR_HISTORY_URL": "postgresql://llmwatch:secret@db.example:5432/llmwatch",
+}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +131,7 @@ def test_each_pod_scores_the_shard_of_its_ordinal(
             tmp_path,
             POD_NAME=f"{sts['metadata']['name']}-{ordinal}",
             REPLICAS=env["REPLICAS"],
-            LLMWATCH_DETECTOR_API_TOKEN="a-real-token",
+            **REAL_ENV,
         )
         assert done.returncode == 0, done.stderr
         argv = done.stdout.split()
@@ -148,6 +154,27 @@ def test_the_pods_refuse_the_placeholder_tokens(docs: list[dict[str, Any]], tmp_
         assert base64.b64decode(secret["data"][ref["key"]]).startswith(b"REPLACE")
         done = _start(container, tmp_path, **{f"LLMWATCH_{var}_TOKEN": "REPLACE-with-a-token"})
         assert done.returncode == 1 and "placeholder" in done.stderr, done
+
+
+def test_the_detectors_refuse_the_placeholder_history_url(
+    docs: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    secret = one(docs, "Secret", "llmwatch-history")
+    assert set(secret["data"]) == {"url"}
+    placeholder = base64.b64decode(secret["data"]["url"]).decode()
+    assert placeholder.startswith("REPLACE")
+    detector = _container(one(docs, "StatefulSet", "llmwatch-detector"), "detector")
+    ref = _env(detector)["LLMWATCH_DETECTOR_HISTORY_URL"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "url"}
+    pod = {"POD_NAME": "llmwatch-detector-0", "REPLICAS": "1"}
+    done = _start(
+        detector, tmp_path, **pod, **{**REAL_ENV, "LLMWATCH_DETECTOR_HISTORY_URL": placeholder}
+    )
+    assert done.returncode == 1 and "llmwatch-history" in done.stderr, done
+    assert "placeholder" in done.stderr and not done.stdout, done
+    # A real-looking URL and token pass the guard to `llmwatch detect`.
+    done = _start(detector, tmp_path, **pod, **REAL_ENV)
+    assert done.returncode == 0 and done.stdout.startswith("detect\n"), done
 
 
 def test_the_config_map_is_configs_detector_yaml(docs: list[dict[str, Any]]) -> None:
@@ -176,20 +203,25 @@ def test_the_pod_settings_are_the_source_but_for_the_documented_overrides(
     assert all(key.startswith("LLMWATCH_DETECTOR_") for key in overrides)
     for key, value in overrides.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("LLMWATCH_DETECTOR_API_TOKEN", "a-real-token")
+    for key, value in REAL_ENV.items():  # the Secrets' values, once replaced
+        monkeypatch.setenv(key, value)
     pod = load_settings(config, host="0.0.0.0", shard="1/3")  # accepted off loopback
     assert pod.prometheus.url.startswith("http://prometheus-operated.")
-    for key in overrides:
+    for key in [*overrides, *REAL_ENV]:
         monkeypatch.delenv(key)
-    monkeypatch.delenv("LLMWATCH_DETECTOR_API_TOKEN")
     assert _dump(pod) == _dump(load_settings(REPO / "configs" / "detector.yaml"))
-    # The registry and the history live on the pod's persistent volumes.
+    # The registry lives on the pod's persistent volume; the history in the shared database.
     sts = one(docs, "StatefulSet", "llmwatch-detector")
-    mounts = {m["name"]: Path(m["mountPath"]) for m in _container(sts, "detector")["volumeMounts"]}
+    detector = _container(sts, "detector")
+    mounts = {m["name"]: Path(m["mountPath"]) for m in detector["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
-    assert claims == {"models", "state"}
+    assert claims == {"models"}
     assert pod.registry_root == mounts["models"]
-    assert pod.history_db.parent == mounts["state"]
+    assert pod.history_location == REAL_ENV["LLMWATCH_DETECTOR_HISTORY_URL"]
+    secret = one(docs, "Secret", "llmwatch-history")  # named with its content hash
+    ref = _env(detector)["LLMWATCH_DETECTOR_HISTORY_URL"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "url"}
+    assert base64.b64decode(secret["data"]["url"]).startswith(b"REPLACE")
 
 
 def test_the_probes_do_not_restart_a_detector_that_waits_for_models(

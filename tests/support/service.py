@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from detector.registry.store import ModelRegistry
 from detector.service.config import DetectorSettings, load_settings
@@ -19,7 +20,15 @@ from detector.service.loop import DetectorService
 from support.history import daily_series, grid_times
 from support.servers import Series
 
-__all__ = ["STEP", "Clock", "fitted", "history", "make_service", "settings_for"]
+__all__ = [
+    "STEP",
+    "Clock",
+    "fitted",
+    "history",
+    "make_service",
+    "refuse_writes",
+    "settings_for",
+]
 
 STEP = 60.0
 SIGNALS = [
@@ -78,7 +87,7 @@ def make_service(settings: DetectorSettings, clock: Clock, **kwargs: Any) -> Det
     return DetectorService(
         settings,
         registry=ModelRegistry(settings.registry_root),
-        store=EventStore(settings.history_db),
+        store=EventStore(settings.history_location, shard=settings.shard),
         clock=clock,
         **kwargs,
     )
@@ -91,3 +100,17 @@ def fitted(service: DetectorService) -> DetectorService:
         raise TimeoutError("fits did not finish")
     service.run_cycle()
     return service
+
+
+def _query_only(dbapi: Any, _record: Any) -> None:
+    dbapi.execute("PRAGMA query_only = ON")
+
+
+def refuse_writes(store: EventStore, refuse: bool) -> None:
+    """Have SQLite itself refuse the history's writes from now on (as a full disk would), or
+    take them again: every new connection is read-only, and the pooled ones are dropped."""
+    store.engine.dispose()
+    if refuse:
+        sa.event.listen(store.engine, "connect", _query_only)
+    else:
+        sa.event.remove(store.engine, "connect", _query_only)

@@ -6,7 +6,9 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from detector.service.api import anomalies, health, models, signals
 from detector.service.history import EventStore
@@ -34,7 +36,20 @@ def include_api(
     app.state.retrain_token = retrain_token or None
     for router in ROUTERS:
         app.include_router(router)
+    for error in (OperationalError, InterfaceError):
+        app.add_exception_handler(error, _history_down)
     return app
+
+
+async def _history_down(request: Request, exc: Exception) -> JSONResponse:
+    # The database is down or unreachable (a PostgreSQL restart, a locked file): the answer
+    # would be missing events, so none is given; a retry later gets them all.
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return JSONResponse(
+        {"detail": f"the anomaly history does not answer: {reason}"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "30"},
+    )
 
 
 def create_api(

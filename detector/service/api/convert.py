@@ -99,6 +99,8 @@ def anomaly_public(a: ActiveAnomaly) -> AnomalyPublic:
         **_values(a.point),
         detectors=list(a.families),
         contributions=_scores(a.contributions),
+        shard=a.shard,
+        stale=a.stale,
     )
 
 
@@ -118,6 +120,7 @@ def event_public(e: Event) -> EventPublic:
         detectors=list(e.families),
         contributions=_scores(e.contributions),
         model_version=e.model_version,
+        shard=e.shard,
     )
 
 

@@ -91,6 +91,14 @@ class AnomalyPublic(_Expectation):
     summary: str = Field(
         description="e.g. 'latency_p99_seconds 5.2, expected 2.1 at this load (band 1.8-2.5)'"
     )
+    shard: str | None = Field(
+        None, description="the replica that scores the series, 'i/n' (null: one replica)"
+    )
+    stale: bool = Field(
+        False,
+        description="another replica's anomaly that replica has not updated for stale_after: "
+        "it has stopped, and the values are its last",
+    )
 
 
 class AnomaliesPublic(_Public):
@@ -113,6 +121,7 @@ class EventPublic(_PointValues):
     detectors: list[str] = Field(description="every family that fired during the event")
     contributions: dict[str, float]
     model_version: str | None
+    shard: str | None = Field(None, description="the replica that recorded it, 'i/n'")
 
 
 class EventsPublic(_Public):

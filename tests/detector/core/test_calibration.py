@@ -204,9 +204,30 @@ def test_bank_equals_each_calibrator_before_and_after_compaction(seed: int) -> N
         for cal in calibrators.values():
             cal.compact()
     kept = [cal.sorted_.size for cal in calibrators.values()]
-    assert bank.size.tolist() == kept
+    assert (bank.size + bank.tied).tolist() == kept  # the bank folds ties into a count
     assert bank.n_dropped.tolist() == [cal.n_dropped_ for cal in calibrators.values()]
     assert sum(kept) < 700  # compaction dropped most of the stored training scores
+
+
+@pytest.mark.parametrize("precision", [40.0, 3.0, 0.2])
+def test_compaction_folds_ties_without_changing_a_score(precision: float) -> None:
+    # Mostly zeros, as a sustained shift scores: the tail threshold is 0, so every score is
+    # "at or above" it; some columns rounded, so that ties sit above the threshold too.
+    rng = np.random.default_rng(11)
+    calibrators = {}
+    for j in range(6):
+        z = rng.exponential(size=3000) * (rng.random(3000) < 0.003 * (j + 1))
+        z = np.round(z, 1) if j % 2 else z
+        calibrators[j] = TailCalibrator(tail_quantile=0.98).fit(z, horizon_points=2880)
+    x = np.tile(np.r_[0.0, 0.05, 0.1, rng.exponential(size=200) * 4][:, None], (1, 6))
+    bank = CalibratorBank(calibrators).compact(precision=precision)
+    for cal in calibrators.values():  # each keeps its scores as values, ties and all
+        cal.compact(precision=precision)
+    expected = np.column_stack([cal.survival(x[:, j]) for j, cal in calibrators.items()])
+    np.testing.assert_array_equal(bank.survival(x), expected)
+    assert bank.values.size < 0.1 * sum(c.sorted_.size for c in calibrators.values())
+    bank.compact(precision=precision)  # idempotent
+    np.testing.assert_array_equal(bank.survival(x), expected)
 
 
 def test_bank_of_one_row_and_of_no_rows() -> None:

@@ -19,9 +19,17 @@ pytestmark = pytest.mark.integration
 LABELS = {"model": "qwen", "instance": "a:1"}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The embedded SQLite file, and a real PostgreSQL database (the sharded deployments')."""
+    if request.param == "sqlite":
+        return tmp_path / "var" / "history.sqlite"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def store(tmp_path: Path):
-    with EventStore(tmp_path / "var" / "history.sqlite") as s:
+def store(location: Path | str):
+    with EventStore(location) as s:
         yield s
 
 
@@ -112,10 +120,9 @@ os._exit(0)  # killed: no close(), no clean shutdown
 """
 
 
-def test_restart_resumes_the_open_event(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite"
-    subprocess.run([sys.executable, "-c", _CRASH, str(path)], check=True, timeout=60)
-    with EventStore(path) as store:
+def test_restart_resumes_the_open_event(location: Path | str) -> None:
+    subprocess.run([sys.executable, "-c", _CRASH, str(location)], check=True, timeout=60)
+    with EventStore(location) as store:
         (resumed,) = store.open_events()
         assert (resumed.start, resumed.peak.score, resumed.last.actual) == (100.0, 0.99, 5.0)
         ev = store.open_event(
@@ -123,7 +130,7 @@ def test_restart_resumes_the_open_event(tmp_path: Path) -> None:
         )
         assert ev.id == resumed.id and ev.last.at == 160.0
         store.close_event(ev.id, at=190.0)
-    with EventStore(path) as store:
+    with EventStore(location) as store:
         assert store.open_events() == [] and store.query().total == 1
 
 
@@ -226,8 +233,9 @@ def test_two_writers_opening_the_same_series_get_one_event(store: EventStore) ->
     assert len(set(ids)) == 1 and len(store.open_events()) == 1
 
 
-def test_wal_mode(store: EventStore) -> None:
-    db = sqlite3.connect(store.path)
+def test_wal_mode(tmp_path: Path) -> None:
+    EventStore(tmp_path / "history.sqlite").close()
+    db = sqlite3.connect(tmp_path / "history.sqlite")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.service import refuse_writes
 
 from detector.registry.store import ModelRegistry
 from detector.service.config import (
@@ -114,14 +115,14 @@ def test_a_history_refusing_writes_loses_no_event(tmp_path: Path) -> None:
     future = _history(3, end=end + 3600).iloc[-60:]
     future.iloc[10:30] += 2.0  # twenty minutes far above the band
     # The history refuses writes (as a full disk or a read-only mount would).
-    store._db.execute("PRAGMA query_only = ON")
+    refuse_writes(store, True)
     with pytest.raises(RecordError, match="writing events fails"):
         tracker.ingest(_batch(future.iloc[:40]), float(end + 2400), store)
     assert store.query(signal="latency").total == 0
     assert tracker.log.error and "readonly" in tracker.log.error
     with pytest.raises(RecordError):  # still full: the rows keep waiting, nothing half-written
         tracker.ingest(_batch(future.iloc[40:50]), float(end + 3000), store)
-    store._db.execute("PRAGMA query_only = OFF")
+    refuse_writes(store, False)
     tracker.ingest(_batch(future.iloc[50:]), float(end + 3600), store)
     (event,) = store.query(signal="latency").items
     assert event.start == pytest.approx(end + 600 + STEP, abs=2 * STEP)  # where it really began

@@ -10,7 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from support.history import daily_series, grid_times
-from support.service import STEP, Clock, fitted, history, make_service, settings_for
+from support.service import (
+    STEP,
+    Clock,
+    fitted,
+    history,
+    make_service,
+    refuse_writes,
+    settings_for,
+)
 
 from detector.registry.store import ModelRegistry
 from detector.service.api import create_api
@@ -256,7 +264,7 @@ def test_a_history_that_refuses_writes_is_reported_and_loses_no_event(
     clock = Clock(start)
     service = fitted(make_service(settings_for(prom.url, tmp_path), clock))
     try:
-        service.store._db.execute("PRAGMA query_only = ON")  # as a full disk would
+        refuse_writes(service.store, True)  # as a full disk would
         while clock.now < spike + 3 * STEP:
             clock.now += STEP
             service.run_cycle()
@@ -266,7 +274,7 @@ def test_a_history_that_refuses_writes_is_reported_and_loses_no_event(
         # Scoring went on: the API shows the anomaly while its event waits to be written.
         a = next(s for s in service.series("latency") if s.labels == {"model": "a"})
         assert a.anomalous and not a.stale
-        service.store._db.execute("PRAGMA query_only = OFF")
+        refuse_writes(service.store, False)
         for _ in range(10):
             clock.now += STEP
             service.run_cycle()
