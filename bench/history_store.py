@@ -10,6 +10,7 @@ signal updates every open event (the event log's batch). The API reads the open 
 - **record**: one cycle's batch of updates (the median of ``--cycles``), per event;
 - **read**: ``open_events()`` (what the anomalies route reads) and one page of 100 of the whole
   history (``query(limit=100)``), medians of 5;
+- **size**: bytes per stored event (PostgreSQL: the table with its indexes; SQLite: the file);
 
 on a SQLite file (WAL, the default) and on a real PostgreSQL 15 (Debian's, on loopback, with
 fsync on as in production), in the same process, and prints PostgreSQL's time as a ratio of
@@ -21,6 +22,7 @@ SQLite's. Nothing here asserts. Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -29,26 +31,49 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# The repository ahead of tests/, whose detector/ folder holds tests, not the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sqlalchemy as sa
 from support.postgres import PostgresServer
 
 from detector.core.point import ScoredPoint
 from detector.service.history import EventStore
+from detector.service.history_db import EVENTS
 
 T0 = 1_767_571_200.0
 STEP = 30.0
 
 
 def _fill(store: EventStore, closed: int) -> None:
-    """``closed`` past events, 1,000 per transaction."""
-    for first in range(0, closed, 1000):
-        with store.batch():
-            for k in range(first, min(first + 1000, closed)):
-                at = T0 - 86_400 + k
-                labels = {"model": f"old{k % 500}", "gpu": str(k % 8)}
-                ev = store.open_event(
-                    signal="latency", labels=labels, point=ScoredPoint(at, 2.0, 1.0, 0.8, 1.2, 0.99)
-                )
-                store.close_event(ev.id, at=at + 60)
+    """``closed`` past events, written in bulk (how they got there is not what is timed)."""
+    rows = [
+        {
+            "signal": "latency",
+            "labels": json.dumps({"gpu": str(k % 8), "model": f"old{k % 500}"}),
+            "start": T0 - 86_400 + k,
+            "end": T0 - 86_340 + k,
+            "updated": T0 - 86_340 + k,
+            "score": 0.99,
+            "peak_score": 0.99,
+            "peak_at": T0 - 86_400 + k,
+            "detectors": '["seasonal"]',
+            "contributions": "{}",
+            "shard": "0/1",
+        }
+        for k in range(closed)
+    ]
+    with store.engine.begin() as db:
+        for first in range(0, closed, 10_000):
+            db.execute(sa.insert(EVENTS), rows[first : first + 10_000])
+
+
+def _size(store: EventStore) -> float:
+    """Bytes the events take: the table with its indexes, or the SQLite file after a checkpoint."""
+    with store.engine.connect() as db:
+        if store.path is None:
+            return db.execute(sa.text("SELECT pg_total_relation_size('events')")).scalar_one()
+        db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return store.path.stat().st_size
 
 
 def _median_s(fn: Callable[[], object], repeat: int) -> float:
@@ -89,6 +114,7 @@ def measure(location: str | Path, n_open: int, closed: int, cycles: int) -> dict
         out["record"] = _median_s(cycle, cycles)
         out["open_events"] = _median_s(store.open_events, 5)
         out["page"] = _median_s(lambda: store.query(limit=100), 5)
+        out["bytes_per_event"] = _size(store) / (closed + n_open)
         return out
     finally:
         store.close()
@@ -118,6 +144,8 @@ def main() -> int:
     print("| open events | figure | SQLite | PostgreSQL | PostgreSQL / SQLite |")
     print("|---|---|---|---|---|")
     for n, lite, pg in rows:
+        a, b = lite["bytes_per_event"], pg["bytes_per_event"]
+        print(f"| {n:,} | bytes per event stored | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
         for key, per in (("open", n), ("record", n), ("open_events", 1), ("page", 1)):
             unit = "µs per event" if per > 1 else "ms"
             scale = 1e6 / per if per > 1 else 1e3

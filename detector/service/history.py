@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -47,7 +48,13 @@ from detector.service.history_db import (
     redacted,
     sqlite_path,
 )
-from detector.service.history_reader import Event, EventError, EventPage, EventReader
+from detector.service.history_reader import (
+    Event,
+    EventError,
+    EventPage,
+    EventReader,
+    event_from_row,
+)
 
 __all__ = ["Event", "EventError", "EventPage", "EventStore", "check_history"]
 
@@ -191,31 +198,39 @@ class EventStore(EventReader):
         key = _labels_key(labels)
         c = EVENTS.c
         with self._writing() as db:
-            found = db.execute(
-                sa.select(c.id).where(c.signal == signal, c.labels == key, c.end.is_(None))
-            ).scalar()
+            found = (
+                db.execute(
+                    sa.select(EVENTS).where(c.signal == signal, c.labels == key, c.end.is_(None))
+                )
+                .mappings()
+                .first()
+            )
             if found is not None:
-                return self._update(db, found, point, **rest)
+                return self._update(db, event_from_row(found), point, **rest)
             # A new event starts with no peak yet (-inf), then takes its first point the way
             # every later point is taken.
             t, s = self._finite("at", point.at), self._finite("score", point.score)
-            new = db.execute(
-                sa.insert(EVENTS)
-                .values(
-                    signal=str(signal),
-                    labels=key,
-                    start=t,
-                    updated=t,
-                    score=s,
-                    peak_score=-math.inf,
-                    peak_at=t,
-                    detectors="[]",
-                    contributions="{}",
-                    shard=self.shard,
+            new = (
+                db.execute(
+                    sa.insert(EVENTS)
+                    .values(
+                        signal=str(signal),
+                        labels=key,
+                        start=t,
+                        updated=t,
+                        score=s,
+                        peak_score=-math.inf,
+                        peak_at=t,
+                        detectors="[]",
+                        contributions="{}",
+                        shard=self.shard,
+                    )
+                    .returning(*c)
                 )
-                .returning(c.id)
-            ).scalar_one()
-            return self._update(db, new, point, **rest)
+                .mappings()
+                .one()
+            )
+            return self._update(db, event_from_row(new), point, **rest)
 
     def update_event(
         self,
@@ -238,7 +253,7 @@ class EventStore(EventReader):
         with self._writing() as db:
             return self._update(
                 db,
-                event_id,
+                self._get_open(event_id, db),
                 point,
                 families=families,
                 contributions=contributions,
@@ -252,17 +267,12 @@ class EventStore(EventReader):
         t = self._finite("at", at)
         with self._writing() as db:
             event = self._get_open(event_id, db)
-            db.execute(
-                sa.update(EVENTS)
-                .where(EVENTS.c.id == event_id)
-                .values(end=max(t, event.start), updated=max(t, event.last.at))
-            )
-            return self._get(event_id, db)
+            return self._set(db, event_id, end=max(t, event.start), updated=max(t, event.last.at))
 
     def _update(
         self,
         db: Connection,
-        event_id: int,
+        event: Event,
         point: ScoredPoint,
         *,
         families: Iterable[str],
@@ -271,7 +281,6 @@ class EventStore(EventReader):
         explained_by: Iterable[str] | None,
         load_factor: float | None,
     ) -> Event:
-        event = self._get_open(event_id, db)
         t, s = self._finite("at", point.at), self._finite("score", point.score)
         vals = {n: self._value(n, getattr(point, n)) for n in _VALUES}
         contributions = self._contributions(contributions)
@@ -290,8 +299,15 @@ class EventStore(EventReader):
             latest["contributions"] = json.dumps(contributions or event.contributions)
         elif contributions and not event.contributions:
             latest["contributions"] = json.dumps(contributions)
-        db.execute(sa.update(EVENTS).where(EVENTS.c.id == event_id).values(**latest))
-        return self._get(event_id, db)
+        return self._set(db, event.id, **latest)
+
+    @staticmethod
+    def _set(db: Connection, event_id: int, **values: Any) -> Event:
+        """Update one event and read it back in the same statement (one round trip)."""
+        done = db.execute(
+            sa.update(EVENTS).where(EVENTS.c.id == event_id).values(**values).returning(*EVENTS.c)
+        )
+        return event_from_row(done.mappings().one())
 
     def _get_open(self, event_id: int, db: Connection) -> Event:
         event = self._get(event_id, db)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from detector.core.point import ScoredPoint
 from detector.service.history_db import EVENTS, is_sqlite
 
-__all__ = ["Event", "EventError", "EventPage", "EventReader", "Owned"]
+__all__ = ["Event", "EventError", "EventPage", "EventReader", "Owned", "event_from_row"]
 
 # Whether a series (signal, labels) is this replica's: its shard's ``owns``.
 Owned = Callable[[str, dict[str, str]], bool]
@@ -78,7 +78,8 @@ def _point(row: Mapping[str, Any], prefix: str, at: str, score: str) -> ScoredPo
     return ScoredPoint(row[at], *values, score=row[score])
 
 
-def _row_to_event(row: Mapping[str, Any]) -> Event:
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """The event of one row of the events table (as read, or as an UPDATE returns it)."""
     return Event(
         id=row["id"],
         signal=row["signal"],
@@ -131,7 +132,7 @@ class EventReader:
         row = db.execute(sa.select(EVENTS).where(EVENTS.c.id == event_id)).mappings().first()
         if row is None:
             raise EventError(f"no event with id {event_id}")
-        return _row_to_event(row)
+        return event_from_row(row)
 
     def _reading(self) -> Connection:
         """A connection for one consistent read (a snapshot, on both databases)."""
@@ -158,7 +159,7 @@ class EventReader:
         )
         with self._reading() as db:
             rows = db.execute(query).mappings().all()
-        events = (_row_to_event(r) for r in rows)
+        events = (event_from_row(r) for r in rows)
         return [e for e in events if owned is None or owned(e.signal, e.labels)]
 
     def recorded_until(self, signal: str, since: float, owned: Owned | None = None) -> float:
@@ -207,7 +208,7 @@ class EventReader:
             count = total.scalar_one()
             page = sa.select(EVENTS).where(*where).order_by(*order).limit(limit).offset(offset)
             rows = db.execute(page).mappings().all()
-        return EventPage([_row_to_event(r) for r in rows], count, limit, offset)
+        return EventPage([event_from_row(r) for r in rows], count, limit, offset)
 
     def _overlapping(
         self, start: float | None, end: float | None, signal: str | None

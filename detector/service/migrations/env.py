@@ -2,8 +2,8 @@
 
 :func:`detector.service.history_db.migrate` runs them on a connection it passes in
 ``config.attributes["connection"]``, inside its own transaction. From the command line (for a
-database administrator who wants to see the SQL first): ``alembic -x url=postgresql://… upgrade
-head --sql`` with ``script_location`` pointing here.
+database administrator who wants to see the SQL first), with ``alembic.ini`` beside this file:
+``alembic -c detector/service/migrations/alembic.ini -x url=postgresql://… upgrade head --sql``.
 """
 
 from __future__ import annotations
