@@ -73,9 +73,14 @@ class EventPage:
         return following if following < self.total and self.items else None
 
 
+def _float(x: float | None) -> float | None:
+    # SQLite's RETURNING gives a whole REAL as the integer it is stored as (a SELECT does not).
+    return None if x is None else float(x)
+
+
 def _point(row: Mapping[str, Any], prefix: str, at: str, score: str) -> ScoredPoint:
-    values = [row[prefix + n] for n in ("actual", "expected", "lower", "upper")]
-    return ScoredPoint(row[at], *values, score=row[score])
+    values = [_float(row[prefix + n]) for n in ("actual", "expected", "lower", "upper")]
+    return ScoredPoint(float(row[at]), *values, score=float(row[score]))
 
 
 def event_from_row(row: Mapping[str, Any]) -> Event:
@@ -84,8 +89,8 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         id=row["id"],
         signal=row["signal"],
         labels=json.loads(row["labels"]),
-        start=row["start"],
-        end=row["end"],
+        start=float(row["start"]),
+        end=_float(row["end"]),
         last=_point(row, "", "updated", "score"),
         peak=_point(row, "peak_", "peak_at", "peak_score"),
         families=json.loads(row["detectors"]),
@@ -93,7 +98,7 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         model_version=row["model_version"],
         shard=row["shard"],
         explained_by=tuple(json.loads(row["explained_by"] or "[]")),
-        load_factor=row["load_factor"],
+        load_factor=_float(row["load_factor"]),
     )
 
 

@@ -56,6 +56,8 @@ def test_event_lifecycle_tracks_the_peak(store: EventStore) -> None:
     assert ev.model_version == "v1"
     closed = store.close_event(ev.id, at=1090.0)
     assert closed.end == 1090.0 and not closed.is_open
+    # Floats as written, also where SQLite's RETURNING hands back whole numbers as integers.
+    assert all(type(x) is float for x in (closed.start, closed.end, closed.last.at, closed.peak.at))
     assert store.get(ev.id) == closed
     with pytest.raises(EventError, match="already closed"):
         store.update_event(ev.id, ScoredPoint(1100.0, score=0.99))
